@@ -1,0 +1,42 @@
+"""Per-call-site counters and their read-only snapshot, ``CacheStats``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CacheStats", "Counters"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """What one decorated function saw in this process.
+
+    Attributes:
+        hits: fresh values served from the store.
+        misses: calls that found no usable value and ran (or joined) the function.
+        stale: stale values served (stale-while-revalidate, stale-if-error).
+        errors: store failures survived (the call carried on without the cache).
+        bypassed: calls that skipped the store because its circuit breaker was open.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    errors: int = 0
+    bypassed: int = 0
+
+
+class Counters:
+    """The live counters behind ``f.stats()``.
+
+    Plain ints: an increment is one bytecode sequence with no call in it, which
+    the GIL does not interrupt on the CPython versions this package supports.
+    """
+
+    __slots__ = ("bypassed", "errors", "hits", "misses", "stale")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.stale = self.errors = self.bypassed = 0
+
+    def snapshot(self) -> CacheStats:
+        return CacheStats(self.hits, self.misses, self.stale, self.errors, self.bypassed)

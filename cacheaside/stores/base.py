@@ -1,0 +1,69 @@
+"""The store contract: what the read and write flows need from a place that holds entries.
+
+A store holds ``Entry`` objects under string keys and implements leases
+(``acquire``/``set``/``release``), which give stale-set protection: an eviction
+of a key revokes every lease on it, and a value set under a revoked lease is
+refused. Sync stores implement ``Store``, async ones ``AsyncStore`` (the same
+methods with an ``a`` prefix); a store may implement both. Methods raise on
+store trouble; the flows, not the stores, decide how to survive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Protocol, runtime_checkable
+
+from .._types import Entry, Lease
+
+__all__ = ["AsyncStore", "Store", "StoreInfo"]
+
+
+@runtime_checkable
+class StoreInfo(Protocol):
+    """What every store, sync or async, tells the flows about itself."""
+
+    #: First part of every key the store holds.
+    prefix: str
+    #: Wall-clock seconds, used to stamp and judge entries.
+    clock: Callable[[], float]
+    #: Whether sync (``Store``) and async (``AsyncStore``) methods are available.
+    serves_sync: bool
+    serves_async: bool
+    #: True when the sync methods never block on I/O, so async code may call them directly.
+    nonblocking: bool
+
+
+@runtime_checkable
+class Store(StoreInfo, Protocol):
+    def get(self, key: str) -> Entry | None:
+        """The entry under ``key`` while the store keeps it (possibly past its ttl), or None."""
+
+    def acquire(self, key: str) -> Lease:
+        """Take (or share) the lease to fill ``key``; ``Lease.entry`` is a fresh value found meanwhile."""
+
+    def set(self, key: str, entry: Entry, lease: Lease) -> bool:
+        """Store ``entry`` if ``lease`` is still valid; False when an eviction revoked it."""
+
+    def release(self, key: str, lease: Lease) -> None:
+        """Give the lease up without a value, so a waiter can take over at once."""
+
+    def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
+        """Wait up to ``timeout`` seconds for another process's lease holder to fill ``key``."""
+
+    def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
+        """Evict ``keys`` and every entry stored with one of ``tags``, revoking their leases."""
+
+
+@runtime_checkable
+class AsyncStore(StoreInfo, Protocol):
+    async def aget(self, key: str) -> Entry | None: ...
+
+    async def aacquire(self, key: str) -> Lease: ...
+
+    async def aset(self, key: str, entry: Entry, lease: Lease) -> bool: ...
+
+    async def arelease(self, key: str, lease: Lease) -> None: ...
+
+    async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None: ...
+
+    async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None: ...

@@ -1,0 +1,170 @@
+"""``MemoryStore``: entries in process memory, on a cachetools ``TLRUCache``."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+from cachetools import TLRUCache
+
+from .._types import Entry, Lease
+from ..serializers import Serializer
+
+__all__ = ["MemoryStore"]
+
+
+def _expiry(_key: str, entry: Entry, _now: float) -> float:
+    return entry.stored_at + entry.ttl + entry.grace
+
+
+class MemoryStore:
+    """In-process, thread-safe store with per-entry TTL and LRU eviction beyond ``maxsize``.
+
+    Holds references to cached values (like ``functools.lru_cache``): a hit
+    returns the very object that was cached. Given a ``serializer``, it stores
+    bytes instead and every hit is an independent copy.
+
+    Leases are per-key tokens: an eviction revokes the key's token, so a value
+    computed before the eviction is refused when it is set.
+
+    Args:
+        maxsize: the most entries kept; the least recently used go first.
+        serializer: store values as bytes through it (e.g. ``MsgpackSerializer()``).
+        prefix: first part of every key; ``None`` takes the configured prefix.
+        clock: wall-clock seconds; inject a fake one in tests.
+    """
+
+    serves_sync = True
+    serves_async = True
+    nonblocking = True
+
+    def __init__(
+        self,
+        maxsize: int = 100_000,
+        *,
+        serializer: Serializer | None = None,
+        prefix: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"MemoryStore: maxsize must be a positive int, got {maxsize!r}")
+        from ..config import settings  # configured prefix, read once at creation
+
+        self.prefix = settings.prefix if prefix is None else prefix
+        self.clock = clock
+        self.serializer = serializer
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._data: TLRUCache[str, Entry] = TLRUCache(maxsize, ttu=_expiry, timer=clock)
+        self._leases: dict[str, int] = {}
+        self._tokens = itertools.count(1)
+        # tag -> keys stored with it; rebuilt from the live entries when it outgrows them.
+        self._tags: dict[str, set[str]] = {}
+        self._memberships = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(maxsize={self.maxsize}, entries={len(self._data)})"
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._data.expire()
+            return len(self._data)
+
+    # -- Store -------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        with self._lock:
+            try:
+                entry = self._data[key]
+            except KeyError:
+                return None
+        if self.serializer is not None:
+            entry = replace(entry, value=self.serializer.loads(entry.value))
+        return entry
+
+    def acquire(self, key: str) -> Lease:
+        with self._lock:
+            entry = self._data.get(key)
+            token = self._leases.get(key)
+            if token is None:
+                token = self._leases[key] = next(self._tokens)
+        if entry is not None and self.clock() < entry.stored_at + entry.ttl:
+            if self.serializer is not None:
+                entry = replace(entry, value=self.serializer.loads(entry.value))
+            return Lease(token, True, entry)
+        return Lease(token)
+
+    def set(self, key: str, entry: Entry, lease: Lease) -> bool:
+        if self.serializer is not None:
+            entry = replace(entry, value=self.serializer.dumps(entry.value))
+        with self._lock:
+            if self._leases.get(key) != lease.token:
+                return False  # revoked by an eviction while the value was computed
+            del self._leases[key]
+            self._data[key] = entry
+            for tag in entry.tags:
+                self._tags.setdefault(tag, set()).add(key)
+            self._memberships += len(entry.tags)
+            if self._memberships > 2 * len(self._data) + 1024:
+                self._rebuild_tags()
+        return True
+
+    def release(self, key: str, lease: Lease) -> None:
+        with self._lock:
+            if self._leases.get(key) == lease.token:
+                del self._leases[key]
+
+    def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
+        return None  # leases here are never held by another process
+
+    def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
+        with self._lock:
+            doomed = set(keys)
+            for tag in tags:
+                members = self._tags.pop(tag, None)
+                if members:
+                    doomed |= members
+                    self._memberships -= len(members)
+            for key in doomed:
+                self._data.pop(key, None)
+                self._leases.pop(key, None)  # revoke: a fill that started before this is refused
+
+    def clear(self) -> None:
+        """Drop every entry and revoke every lease."""
+        with self._lock:
+            self._data.clear()
+            self._leases.clear()
+            self._tags.clear()
+            self._memberships = 0
+
+    def _rebuild_tags(self) -> None:
+        self._data.expire()
+        tags: dict[str, set[str]] = {}
+        for key, entry in self._data.items():
+            for tag in entry.tags:
+                tags.setdefault(tag, set()).add(key)
+        self._tags = tags
+        self._memberships = sum(len(m) for m in tags.values())
+
+    # -- AsyncStore: nothing here blocks, so the async twins are the sync methods --
+
+    async def aget(self, key: str) -> Entry | None:
+        return self.get(key)
+
+    async def aacquire(self, key: str) -> Lease:
+        return self.acquire(key)
+
+    async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
+        return self.set(key, entry, lease)
+
+    async def arelease(self, key: str, lease: Lease) -> None:
+        self.release(key, lease)
+
+    async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
+        return None
+
+    async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
+        self.delete(keys, tags)

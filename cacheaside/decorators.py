@@ -94,7 +94,7 @@ class _Reader:
         self.checked: Any = store
 
     def resolve_store(self) -> Any:
-        store = self.store or settings.store
+        store = self.store if self.store is not None else settings.store
         if store is not self.checked:
             _check_store(store, self.is_async, self.site.name)
             self.checked = store
@@ -165,13 +165,15 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
             counters.misses += 1
             return wrapped(*args, **kwargs)
         now = store.clock()
-        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
             if site.early_refresh is not None and site.refresh_early(entry, now):
+                tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
                 run(_spawn(site, store, key, tags, None), store, lambda: wrapped(*args, **kwargs))
             return entry.value
-        return run(flow.read(site, store, key, entry, now, tags, None), store, lambda: wrapped(*args, **kwargs)).unwrap()
+        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
+        outcome = run(flow.read(site, store, key, entry, now, tags, None), store, lambda: wrapped(*args, **kwargs))
+        return outcome.unwrap()
 
     return wrapper
 
@@ -196,13 +198,15 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
             counters.misses += 1
             return await wrapped(*args, **kwargs)
         now = store.clock()
-        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
-        loop = asyncio.get_running_loop()
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
             if site.early_refresh is not None and site.refresh_early(entry, now):
+                tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
+                loop = asyncio.get_running_loop()
                 await arun(_spawn(site, store, key, tags, loop), store, lambda: wrapped(*args, **kwargs))
             return entry.value
+        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
+        loop = asyncio.get_running_loop()
         outcome = await arun(
             flow.read(site, store, key, entry, now, tags, loop), store, lambda: wrapped(*args, **kwargs)
         )
@@ -675,13 +679,13 @@ def invalidates(
 
 def invalidate_tags(*tags: str, store: Any = None) -> None:
     """Evict every entry stored with one of ``tags`` (plain tag names, not templates)."""
-    target = store or settings.store
+    target = store if store is not None else settings.store
     run(flow.evict(target, [], list(tags), _log_failure), target, _never)
 
 
 async def ainvalidate_tags(*tags: str, store: Any = None) -> None:
     """``invalidate_tags`` for async stores."""
-    target = store or settings.store
+    target = store if store is not None else settings.store
     await arun(flow.evict(target, [], list(tags), _log_failure), target, _never)
 
 

@@ -224,7 +224,7 @@ def read(
             fallback = entry
 
     for _attempt in range(3):
-        lease = yield (STORE, "acquire", (key,))
+        lease = yield (STORE, "acquire", (key, tags()))
         if isinstance(lease, Failure):
             site.store_failed(lease, "acquire")
             stats.misses += 1
@@ -272,7 +272,7 @@ def _lead(
             elif found is not None:
                 outcome = Outcome(found.value)
                 return outcome
-            retry = yield (STORE, "acquire", (key,))
+            retry = yield (STORE, "acquire", (key, tags()))
             if isinstance(retry, Failure):
                 site.store_failed(retry, "acquire")
                 lease = Lease(lease.token, owner=False)
@@ -345,7 +345,7 @@ def refresh(
     background: bool,
 ) -> Flow:
     """Recompute and store. In the background, skip when a computation of the key is already running."""
-    lease = yield (STORE, "acquire", (key,))
+    lease = yield (STORE, "acquire", (key, tags()))
     if isinstance(lease, Failure):
         site.store_failed(lease, "acquire")
         if background:

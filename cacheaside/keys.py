@@ -114,6 +114,11 @@ def _type_name(t: type) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+# One packer for the plain-types fast path: with no ``default`` hook it runs in C
+# without releasing the GIL, so sharing it between threads is safe.
+_fast_pack = msgpack.Packer().pack
+
+
 def encode_values(values: Sequence[Any]) -> bytes:
     """Canonical bytes of a sequence of argument values (raises ``_Unsupported``)."""
     for v in values:
@@ -121,7 +126,7 @@ def encode_values(values: Sequence[Any]) -> bytes:
             break
     else:
         try:
-            data: bytes = _packb(values)
+            data: bytes = _fast_pack(values)
             return data
         except OverflowError:  # an int beyond 64 bits
             pass
@@ -129,9 +134,21 @@ def encode_values(values: Sequence[Any]) -> bytes:
     return data
 
 
+_digests: dict[bytes, str] = {}
+
+
 def digest(data: bytes) -> str:
-    """32 hex characters of BLAKE2b over ``data``."""
-    return _blake2b(data, digest_size=16).hexdigest()
+    """32 hex characters of BLAKE2b over ``data``, memoized for hot arguments.
+
+    The memo is keyed by the canonical bytes, never by the argument values
+    (``1``, ``1.0`` and ``True`` are equal dict keys but must not share a memo slot).
+    """
+    text = _digests.get(data)
+    if text is None:
+        if len(_digests) >= 4096:
+            _digests.clear()
+        text = _digests[data] = _blake2b(data, digest_size=16).hexdigest()
+    return text
 
 
 class _EscapingFormatter(string.Formatter):
@@ -289,7 +306,7 @@ class KeyBuilder:
             data = encode_values(values)
         except _Unsupported as exc:
             raise self._unsupported(exc, skip_first, args, kwargs) from None
-        return self.head(prefix) + _blake2b(data, digest_size=16).hexdigest()
+        return self.head(prefix) + digest(data)
 
     def build_from_mapping(self, prefix: str, instance: Any, skip_first: bool, values: Mapping[str, Any]) -> str:
         """The key for arguments given by parameter name (what ``@invalidates`` supplies)."""

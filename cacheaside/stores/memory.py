@@ -59,7 +59,8 @@ class MemoryStore:
         self.maxsize = maxsize
         self._lock = threading.Lock()
         self._data: TLRUCache[str, Entry] = TLRUCache(maxsize, ttu=_expiry, timer=clock)
-        self._leases: dict[str, int] = {}
+        # key -> (token, tags of the value being computed); tag evictions revoke these too.
+        self._leases: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._tokens = itertools.count(1)
         # tag -> keys stored with it; rebuilt from the live entries when it outgrows them.
         self._tags: dict[str, set[str]] = {}
@@ -67,6 +68,9 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(maxsize={self.maxsize}, entries={len(self._data)})"
+
+    def __bool__(self) -> bool:
+        return True  # an empty store is still a store (``store or default`` must not call __len__)
 
     def __len__(self) -> int:
         with self._lock:
@@ -85,12 +89,18 @@ class MemoryStore:
             entry = replace(entry, value=self.serializer.loads(entry.value))
         return entry
 
-    def acquire(self, key: str) -> Lease:
+    def acquire(self, key: str, tags: Collection[str] = ()) -> Lease:
         with self._lock:
             entry = self._data.get(key)
-            token = self._leases.get(key)
-            if token is None:
-                token = self._leases[key] = next(self._tokens)
+            held = self._leases.get(key)
+            if held is None:
+                token = next(self._tokens)
+                self._leases[key] = (token, tuple(tags))
+                # Index the lease under its tags now: a tag eviction during the
+                # computation must revoke it, though no entry carries the tag yet.
+                self._index(key, tags)
+            else:
+                token = held[0]
         if entry is not None and self.clock() < entry.stored_at + entry.ttl:
             if self.serializer is not None:
                 entry = replace(entry, value=self.serializer.loads(entry.value))
@@ -101,20 +111,25 @@ class MemoryStore:
         if self.serializer is not None:
             entry = replace(entry, value=self.serializer.dumps(entry.value))
         with self._lock:
-            if self._leases.get(key) != lease.token:
+            held = self._leases.get(key)
+            if held is None or held[0] != lease.token:
                 return False  # revoked by an eviction while the value was computed
             del self._leases[key]
             self._data[key] = entry
-            for tag in entry.tags:
-                self._tags.setdefault(tag, set()).add(key)
-            self._memberships += len(entry.tags)
-            if self._memberships > 2 * len(self._data) + 1024:
-                self._rebuild_tags()
+            self._index(key, entry.tags)
         return True
+
+    def _index(self, key: str, tags: Collection[str]) -> None:
+        for tag in tags:
+            self._tags.setdefault(tag, set()).add(key)
+        self._memberships += len(tags)
+        if self._memberships > 2 * (len(self._data) + len(self._leases)) + 1024:
+            self._rebuild_tags()
 
     def release(self, key: str, lease: Lease) -> None:
         with self._lock:
-            if self._leases.get(key) == lease.token:
+            held = self._leases.get(key)
+            if held is not None and held[0] == lease.token:
                 del self._leases[key]
 
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
@@ -146,6 +161,9 @@ class MemoryStore:
         for key, entry in self._data.items():
             for tag in entry.tags:
                 tags.setdefault(tag, set()).add(key)
+        for key, (_, lease_tags) in self._leases.items():
+            for tag in lease_tags:
+                tags.setdefault(tag, set()).add(key)
         self._tags = tags
         self._memberships = sum(len(m) for m in tags.values())
 
@@ -154,8 +172,8 @@ class MemoryStore:
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
 
-    async def aacquire(self, key: str) -> Lease:
-        return self.acquire(key)
+    async def aacquire(self, key: str, tags: Collection[str] = ()) -> Lease:
+        return self.acquire(key, tags)
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
         return self.set(key, entry, lease)

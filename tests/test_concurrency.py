@@ -1,0 +1,188 @@
+"""Single-flight for threads and tasks, and stale-set protection on the memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from cacheaside import MemoryStore, cache_aside, invalidates
+
+
+def test_16_threads_missing_one_key_run_the_function_once() -> None:
+    calls = []
+    barrier = threading.Barrier(16)
+
+    @cache_aside(ttl=60, store=MemoryStore())
+    def slow(x: int) -> list[int]:
+        calls.append(x)
+        time.sleep(0.2)
+        return [x]
+
+    results: list[list[int]] = []
+    def worker() -> None:
+        barrier.wait()
+        results.append(slow(7))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [7]
+    assert len(results) == 16 and all(r is results[0] for r in results)
+
+
+def test_16_tasks_missing_one_key_run_the_function_once() -> None:
+    calls = []
+
+    @cache_aside(ttl=60, store=MemoryStore())
+    async def slow(x: int) -> list[int]:
+        calls.append(x)
+        await asyncio.sleep(0.1)
+        return [x]
+
+    async def scenario() -> list[list[int]]:
+        return await asyncio.gather(*(slow(3) for _ in range(16)))
+
+    results = asyncio.run(scenario())
+    assert calls == [3] and all(r == [3] for r in results)
+
+
+def test_joiners_receive_the_leaders_exception() -> None:
+    calls = []
+    release = threading.Event()
+
+    @cache_aside(ttl=60, store=MemoryStore())
+    def failing(x: int) -> int:
+        calls.append(x)
+        release.wait(2)
+        raise KeyError("gone")
+
+    errors = []
+    def worker() -> None:
+        try:
+            failing(1)
+        except KeyError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(errors) == 4
+
+
+def test_a_call_after_an_eviction_never_joins_an_older_computation() -> None:
+    db = {"k": "old"}
+    started, finish = threading.Event(), threading.Event()
+    store = MemoryStore()
+    calls = []
+
+    @cache_aside(ttl=60, store=store)
+    def read(name: str) -> str:
+        value = db[name]
+        calls.append(value)
+        if len(calls) == 1:
+            started.set()
+            finish.wait(2)  # the first computation holds here, with the old value in hand
+        return value
+
+    @invalidates(read)
+    def write(name: str, value: str) -> None:
+        db[name] = value
+
+    first: list[str] = []
+    t = threading.Thread(target=lambda: first.append(read("k")))
+    t.start()
+    assert started.wait(2)
+    write("k", "new")  # completes while the first read is still computing
+    began = time.monotonic()
+    assert read("k") == "new"  # started after the write: must not join and get "old"
+    assert time.monotonic() - began < 1.5  # and did not wait for the older computation
+    finish.set()
+    t.join()
+    assert first == ["old"]
+    assert read("k") == "new"  # the old value was not stored over the eviction
+
+
+def test_stale_set_race_does_not_store_the_old_value() -> None:
+    db = {"k": 1}
+    got_old, write_done = threading.Event(), threading.Event()
+    store = MemoryStore()
+
+    @cache_aside(ttl=60, store=store)
+    def read(name: str) -> int:
+        value = db[name]
+        got_old.set()
+        write_done.wait(2)  # a writer commits and evicts before this read stores
+        return value
+
+    @invalidates(read)
+    def write(name: str, value: int) -> None:
+        db[name] = value
+
+    reader = threading.Thread(target=read, args=("k",))
+    reader.start()
+    assert got_old.wait(2)
+    write("k", 2)
+    write_done.set()
+    reader.join()
+    assert store.get(read.key("k")) is None
+    assert read("k") == 2
+
+
+def test_async_stale_set_race_does_not_store_the_old_value() -> None:
+    store = MemoryStore()
+    db = {"k": 1}
+
+    async def scenario() -> None:
+        got_old, write_done = asyncio.Event(), asyncio.Event()
+
+        @cache_aside(ttl=60, store=store)
+        async def read(name: str) -> int:
+            value = db[name]
+            got_old.set()
+            await write_done.wait()
+            return value
+
+        @invalidates(read)
+        async def write(name: str, value: int) -> None:
+            db[name] = value
+
+        task = asyncio.ensure_future(read("k"))
+        await got_old.wait()
+        await write("k", 2)
+        write_done.set()
+        assert await task == 1
+        assert await read("k") == 2
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_leader_lets_a_joiner_compute() -> None:
+    calls = []
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        @cache_aside(ttl=60, store=MemoryStore())
+        async def slow(x: int) -> int:
+            calls.append(x)
+            if len(calls) == 1:
+                await gate.wait()
+            return x * 10
+
+        leader = asyncio.ensure_future(slow(1))
+        await asyncio.sleep(0.01)
+        joiner = asyncio.ensure_future(slow(1))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        assert await joiner == 10
+        assert leader.cancelled()
+
+    asyncio.run(scenario())
+    assert len(calls) == 2

@@ -1,0 +1,254 @@
+"""API.md "Keys": binding, canonical encoding, templates, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cacheaside import CacheKeyError, MemoryStore, cache_aside
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), st.binary(),
+    st.datetimes(), st.dates(), st.times(), st.timedeltas(), st.uuids(),
+    st.decimals(allow_nan=False, allow_infinity=False),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        st.frozensets(st.integers(), max_size=4),
+    ),
+    max_leaves=10,
+)
+
+
+@cache_aside(ttl=60, store=MemoryStore())
+def target(a: Any, b: Any = "default", *args: Any, c: Any = None, **kwargs: Any) -> None:
+    return None
+
+
+@cache_aside(ttl=60, store=MemoryStore())
+def simple(a: Any, b: Any = "default", c: Any = None) -> None:
+    return None
+
+
+@given(values, values)
+def test_every_way_of_passing_the_same_arguments_gives_one_key(a: Any, b: Any) -> None:
+    k = simple.key(a, b)
+    assert k == simple.key(a, b=b) == simple.key(b=b, a=a) == simple.key(a, b, None) == simple.key(a, b, c=None)
+    assert simple.key(a) == simple.key(a, "default") == simple.key(a=a)
+
+
+@given(st.dictionaries(st.text(max_size=4), st.integers(), max_size=6), st.sets(st.integers(), max_size=6))
+def test_dict_and_set_order_does_not_matter(d: dict[str, int], s: set[int]) -> None:
+    reordered = dict(reversed(list(d.items())))
+    assert simple.key(d, s) == simple.key(reordered, set(sorted(s, reverse=True)))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal value and equal type, recursively (the contract's "same arguments")."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, dt.datetime) and (a.tzinfo is None) != (b.tzinfo is None):
+        return False
+    return bool(a == b)
+
+
+@given(values, values)
+def test_different_values_never_share_a_key(a: Any, b: Any) -> None:
+    if _same(a, b):
+        assert simple.key(a) == simple.key(b)
+    elif type(a) is type(b) and not isinstance(a, (list, tuple, dict, frozenset, float, Decimal)) and a != b:
+        assert simple.key(a) != simple.key(b)
+
+
+def test_different_values_of_every_supported_type_differ() -> None:
+    class Color(enum.Enum):
+        RED = 1
+        BLUE = 2
+
+    pairs = [
+        (1, 2), ("a", "b"), (b"a", b"b"), (1.5, 2.5), (None, 0), ([1, 2], [2, 1]), ({"a": 1}, {"a": 2}),
+        ({1, 2}, {1, 3}), (dt.date(2020, 1, 1), dt.date(2020, 1, 2)), (dt.timedelta(1), dt.timedelta(2)),
+        (Decimal("1.1"), Decimal("1.2")), (uuid.UUID(int=1), uuid.UUID(int=2)), (Color.RED, Color.BLUE),
+        (2**100, 2**100 + 1), (dt.time(1), dt.time(2)),
+    ]
+    for a, b in pairs:
+        assert simple.key(a) != simple.key(b), (a, b)
+
+
+def test_equal_values_of_one_type_share_a_key() -> None:
+    utc = dt.datetime(2020, 1, 1, 12, tzinfo=dt.timezone.utc)
+    plus2 = utc.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    assert simple.key(utc) == simple.key(plus2)
+    assert simple.key(Decimal("1.10")) == simple.key(Decimal("1.1"))
+    assert simple.key(-0.0) == simple.key(0.0)
+
+
+def test_varargs_and_kwargs_are_part_of_the_key() -> None:
+    assert target.key(1, 2, 3) != target.key(1, 2, 4)
+    assert target.key(1, x=1) != target.key(1, x=2)
+    assert target.key(1, x=1, y=2) == target.key(1, y=2, x=1)
+
+
+def test_keys_are_stable_across_interpreters_and_hash_seeds() -> None:
+    code = (
+        "from cacheaside import cache_aside, MemoryStore\n"
+        "@cache_aside(ttl=1, store=MemoryStore())\n"
+        "def simple(a, b='default', c=None): pass\n"
+        "print(simple.key('text', {'k': (1, 2.5, None)}, c=frozenset({'x', 'y', 'z'})))\n"
+    )
+    keys = set()
+    for seed in ("1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        keys.add(out.stdout.strip().split(":", 2)[2])
+    assert len(keys) == 1
+
+
+def test_unsupported_argument_names_function_parameter_and_fix() -> None:
+    @cache_aside(ttl=1, store=MemoryStore())
+    def load(user_id: int, conn: object) -> int:
+        return user_id
+
+    with pytest.raises(CacheKeyError) as info:
+        load(1, object())
+    msg = str(info.value)
+    assert "load" in msg and "'conn'" in msg and "ignore=" in msg and "__cache_key__" in msg
+    with pytest.raises(TypeError):
+        load.key(1, object())
+
+
+def test_ignore_leaves_parameters_out() -> None:
+    @cache_aside(ttl=1, store=MemoryStore(), ignore=["conn"])
+    def load(conn: object, user_id: int) -> int:
+        return user_id
+
+    assert load.key(object(), 1) == load.key(object(), 1)
+    assert load(object(), 1) == 1
+
+
+def test_cache_key_method_is_encoded_instead() -> None:
+    class User:
+        def __init__(self, uid: int) -> None:
+            self.uid = uid
+
+        def __cache_key__(self) -> int:
+            return self.uid
+
+    assert simple.key(User(1)) == simple.key(User(1)) != simple.key(User(2))
+
+
+def test_self_is_left_out_unless_the_instance_defines_cache_key() -> None:
+    class Repo:
+        @cache_aside(ttl=1, store=MemoryStore())
+        def get(self, x: int) -> int:
+            return x
+
+    class Tenant:
+        def __init__(self, t: str) -> None:
+            self.t = t
+
+        def __cache_key__(self) -> str:
+            return self.t
+
+        @cache_aside(ttl=1, store=MemoryStore())
+        def get(self, x: int) -> int:
+            return x
+
+    assert Repo().get.key(1) == Repo().get.key(1)
+    assert Tenant("a").get.key(1) == Tenant("a").get.key(1) != Tenant("b").get.key(1)
+
+
+def test_classmethod_keys_include_the_class() -> None:
+    calls = []
+
+    class Base:
+        @cache_aside(ttl=1, store=MemoryStore())
+        @classmethod
+        def make(cls, x: int) -> str:
+            calls.append(cls)
+            return cls.__name__
+
+    class Sub(Base):
+        pass
+
+    assert Base.make(1) == "Base" and Sub.make(1) == "Sub" and Base.make(1) == "Base"
+    assert calls == [Base, Sub]
+    assert Base.make.key(1) != Sub.make.key(1)
+
+
+def test_template_keys_are_readable_and_escaped() -> None:
+    class Order:
+        id = 42
+
+    @cache_aside(ttl=1, store=MemoryStore(), key="order:{order.id}:{items[0]}")
+    def load(order: Order, items: list[str]) -> int:
+        return 1
+
+    assert load.key(Order(), ["a b"]) == "cacheaside:order:42:a%20b"
+
+    @cache_aside(ttl=1, store=MemoryStore(), key="a:{x}")
+    def one(x: str) -> int:
+        return 1
+
+    @cache_aside(ttl=1, store=MemoryStore(), key="a:{x}:{y}")
+    def two(x: str, y: str) -> int:
+        return 1
+
+    assert one.key("1:b") != two.key("1", "b")
+    assert one.key("é~%") == "cacheaside:a:%C3%A9%7E%25"
+
+
+def test_template_field_naming_no_parameter_fails_at_decoration() -> None:
+    with pytest.raises(ValueError, match=r"load.*\{uid\}.*names no parameter"):
+        @cache_aside(ttl=1, key="user:{uid}")
+        def load(user_id: int) -> int:
+            return user_id
+
+
+def test_key_callable_gets_the_call_arguments() -> None:
+    seen = []
+
+    class Repo:
+        @cache_aside(ttl=1, store=MemoryStore(), key=lambda user_id, full=False: f"u{user_id}")
+        def get(self, user_id: int, full: bool = False) -> int:
+            return user_id
+
+    def key_fn(*args: Any, **kwargs: Any) -> str:
+        seen.append((args, kwargs))
+        return "k"
+
+    @cache_aside(ttl=1, store=MemoryStore(), key=key_fn)
+    def f(a: int, b: int = 2) -> int:
+        return a
+
+    assert Repo().get.key(7) == "cacheaside:u7"
+    assert f.key(1, b=3) == "cacheaside:k"
+    assert seen == [((1,), {"b": 3})]
+
+
+def test_version_is_part_of_every_kind_of_key() -> None:
+    def plain(x: int) -> int:
+        return x
+
+    for key in (None, "t:{x}", lambda x: f"c{x}"):
+        v1 = cache_aside(ttl=1, store=MemoryStore(), key=key, version=1)(plain)
+        v2 = cache_aside(ttl=1, store=MemoryStore(), key=key, version="2")(plain)
+        assert v1.key(1) != v2.key(1)

@@ -1,0 +1,186 @@
+"""API.md "Writes": @invalidates by arguments, tags and keys; invalidate_tags."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cacheaside import MemoryStore, ainvalidate_tags, cache_aside, configure, invalidate_tags, invalidates
+
+
+@pytest.fixture
+def db() -> dict[int, str]:
+    return {1: "a", 2: "b"}
+
+
+def test_writer_evicts_its_targets_by_argument_name(db: dict[int, str], store: MemoryStore) -> None:
+    @cache_aside(ttl=60, store=store)
+    def get_user(user_id: int, verbose: bool = False) -> str:
+        return db[user_id]
+
+    @cache_aside(ttl=60, store=store, key="profile:{user_id}")
+    def profile(user_id: int) -> str:
+        return db[user_id].upper()
+
+    @invalidates(get_user, profile)
+    def update_user(data: str, user_id: int) -> None:
+        db[user_id] = data
+
+    assert get_user(1) == "a" and profile(1) == "A" and get_user(2) == "b"
+    update_user("z", user_id=1)
+    assert get_user(1) == "z" and profile(1) == "Z"
+    assert get_user.stats().hits == 0 and get_user(2) == "b" and get_user.stats().hits == 1
+
+
+def test_writer_that_raises_still_evicts_and_the_exception_propagates(db: dict[int, str], store: MemoryStore) -> None:
+    @cache_aside(ttl=60, store=store)
+    def get(user_id: int) -> str:
+        return db[user_id]
+
+    @invalidates(get)
+    def half_write(user_id: int) -> None:
+        db[user_id] = "half"
+        raise RuntimeError("commit failed")
+
+    get(1)
+    with pytest.raises(RuntimeError, match="commit failed"):
+        half_write(1)
+    assert get(1) == "half"
+
+
+def test_tags_evict_every_entry_stored_with_them(db: dict[int, str], store: MemoryStore) -> None:
+    @cache_aside(ttl=60, store=store, tags=["user:{user_id}"])
+    def name(user_id: int) -> str:
+        return db[user_id]
+
+    @cache_aside(ttl=60, store=store, tags=["user:{uid}", "all"])
+    def shout(uid: int, times: int) -> str:
+        return db[uid].upper() * times
+
+    @invalidates(tags=["user:{user_id}"], store=store)
+    def rename(user_id: int, new: str) -> None:
+        db[user_id] = new
+
+    assert name(1) == "a" and shout(1, 2) == "AA" and shout(2, 1) == "B"
+    rename(1, "q")
+    assert name(1) == "q" and shout(1, 2) == "QQ"
+    assert shout.stats().hits == 0
+    shout(2, 1)
+    assert shout.stats().hits == 1
+    db[2] = "c"
+    invalidate_tags("all", store=store)
+    assert shout(2, 1) == "C"
+
+
+def test_keys_callable_evicts_explicit_keys(db: dict[int, str], store: MemoryStore) -> None:
+    @cache_aside(ttl=60, store=store)
+    def get(user_id: int) -> str:
+        return db[user_id]
+
+    @invalidates(keys=lambda ids: [get.key(i) for i in ids], store=store)
+    def bulk(ids: list[int]) -> None:
+        for i in ids:
+            db[i] = "bulk"
+
+    get(1)
+    get(2)
+    bulk([1, 2])
+    assert get(1) == get(2) == "bulk"
+
+
+def test_writer_that_cannot_supply_a_parameter_fails_at_decoration() -> None:
+    @cache_aside(ttl=60)
+    def get(tenant: str, user_id: int) -> int:
+        return user_id
+
+    with pytest.raises(ValueError) as info:
+        @invalidates(get)
+        def update(user_id: int) -> None:
+            pass
+
+    msg = str(info.value)
+    assert "'tenant'" in msg and "update" in msg and "get" in msg and "tags" in msg
+
+
+def test_template_target_needs_its_fields_from_the_writer() -> None:
+    @cache_aside(ttl=60, key="t:{tenant}:{user_id}")
+    def get(tenant: str, user_id: int) -> int:
+        return user_id
+
+    with pytest.raises(ValueError, match="'tenant'"):
+        @invalidates(get)
+        def update(user_id: int) -> None:
+            pass
+
+
+def test_non_cached_target_is_a_clear_type_error() -> None:
+    def plain(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="@cache_aside"):
+        @invalidates(plain)
+        def w(x: int) -> None:
+            pass
+
+
+def test_async_writer_evicts_sync_and_async_targets(db: dict[int, str], store: MemoryStore) -> None:
+    @cache_aside(ttl=60, store=store)
+    async def aget(user_id: int) -> str:
+        return db[user_id]
+
+    @cache_aside(ttl=60, store=store)
+    def get(user_id: int) -> str:
+        return db[user_id]
+
+    @invalidates(aget, get, tags=["u:{user_id}"])
+    async def update(user_id: int, value: str) -> None:
+        db[user_id] = value
+
+    async def scenario() -> None:
+        assert await aget(1) == "a" and get(1) == "a"
+        await update(1, "new")
+        assert await aget(1) == "new" and get(1) == "new"
+        await ainvalidate_tags("nothing", store=store)
+
+    asyncio.run(scenario())
+
+
+def test_methods_evict_their_own_class_entries(store: MemoryStore) -> None:
+    class Repo:
+        def __init__(self) -> None:
+            self.rows = {1: "a"}
+
+        @cache_aside(ttl=60, store=store)
+        def get(self, user_id: int) -> str:
+            return self.rows[user_id]
+
+        @invalidates(get)
+        def put(self, user_id: int, value: str) -> None:
+            self.rows[user_id] = value
+
+    repo = Repo()
+    assert repo.get(1) == "a"
+    repo.put(1, "b")
+    assert repo.get(1) == "b"
+    repo.rows[1] = "c"
+    Repo.get.invalidate(repo, 1)
+    assert repo.get(1) == "c"
+
+
+def test_tags_and_keys_default_to_the_default_store_without_targets(db: dict[int, str], clock: Any) -> None:
+    store = MemoryStore(clock=clock)
+    configure(store=store)
+
+    @cache_aside(ttl=60, tags=["t"])
+    def get(user_id: int) -> str:
+        return db[user_id]
+
+    @invalidates(tags=["t"])
+    def touch() -> None:
+        db[1] = "t"
+
+    get(1)
+    touch()
+    assert get(1) == "t"

@@ -1,0 +1,141 @@
+"""API.md "Process-wide" and decoration-time errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from cacheaside import (
+    CacheError,
+    CacheKeyError,
+    CacheWarning,
+    MemoryStore,
+    SerializationError,
+    cache_aside,
+    configure,
+    disabled,
+)
+from cacheaside.config import settings
+
+
+def test_bare_decorator_takes_the_configured_default_ttl(clock) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    @cache_aside
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    configure(store=MemoryStore(clock=clock), ttl=timedelta(seconds=30))
+    f(1)
+    clock.advance(29)
+    f(1)
+    clock.advance(2)
+    f(1)
+    assert calls == [1, 1]
+
+
+def test_builtin_defaults() -> None:
+    assert settings.ttl == 300 and settings.prefix == "cacheaside"
+    assert isinstance(settings.store, MemoryStore)
+
+
+def test_configured_prefix_applies_to_stores_created_afterwards() -> None:
+    configure(prefix="myapp")
+
+    @cache_aside(ttl=1)
+    def f(x: int) -> int:
+        return x
+
+    assert f.key(1).startswith("myapp:")
+    assert MemoryStore(prefix="other").prefix == "other"
+
+
+def test_disabled_as_context_async_context_and_decorator() -> None:
+    calls = []
+
+    @cache_aside(ttl=60, store=MemoryStore())
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @cache_aside(ttl=60, store=MemoryStore())
+    async def g(x: int) -> int:
+        calls.append(x)
+        return x
+
+    f(1)
+    with disabled():
+        f(1)
+        f(1)
+    f(1)
+    assert calls == [1, 1, 1]
+
+    @disabled()
+    def under_test() -> None:
+        f(1)
+
+    under_test()
+    assert calls == [1, 1, 1, 1]
+
+    async def scenario() -> None:
+        await g(2)
+        async with disabled():
+            await g(2)
+        await g(2)
+
+    asyncio.run(scenario())
+    assert calls == [1, 1, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), timedelta(0)])
+def test_bad_ttl_values_fail_at_decoration(ttl: object) -> None:
+    with pytest.raises(ValueError, match=r"f: ttl"):
+        @cache_aside(ttl=ttl)  # type: ignore[arg-type]
+        def f() -> None:
+            pass
+
+
+@pytest.mark.parametrize("ttl", ["60", True, [1]])
+def test_non_numeric_ttl_is_a_type_error(ttl: object) -> None:
+    with pytest.raises(TypeError, match=r"f: ttl must be seconds"):
+        @cache_aside(ttl=ttl)  # type: ignore[arg-type]
+        def f() -> None:
+            pass
+
+
+def test_unknown_ignore_name_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"ignore= names 'nope'"):
+        @cache_aside(ttl=1, ignore=["nope"])
+        def f(x: int) -> None:
+            pass
+
+
+def test_error_tree() -> None:
+    assert issubclass(CacheKeyError, CacheError) and issubclass(CacheKeyError, TypeError)
+    assert issubclass(SerializationError, CacheError) and issubclass(SerializationError, TypeError)
+    assert issubclass(CacheWarning, UserWarning)
+
+
+def test_sync_only_store_refuses_async_functions_at_decoration() -> None:
+    class SyncOnly(MemoryStore):
+        serves_async = False
+
+    with pytest.raises(TypeError, match=r"async function.*serves sync functions only"):
+        @cache_aside(ttl=1, store=SyncOnly())
+        async def f() -> None:
+            pass
+
+
+def test_wrapped_function_keeps_its_metadata() -> None:
+    @cache_aside(ttl=1)
+    def documented(x: int, y: str = "a") -> int:
+        """Docs."""
+        return x
+
+    import inspect
+
+    assert documented.__name__ == "documented" and documented.__doc__ == "Docs."
+    assert list(inspect.signature(documented).parameters) == ["x", "y"]

@@ -1,0 +1,5 @@
+"""``python -m cacheaside demo``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
@@ -33,7 +33,10 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+R2 = TypeVar("R2")
+T = TypeVar("T")
 R_co = TypeVar("R_co", covariant=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +51,13 @@ class CachedFunction(Protocol[P, R_co]):
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def stats(self) -> CacheStats: ...
+    # Methods: reached through an instance, ``self`` is bound (as wrapt's own stubs do it).
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None, /) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[T, P2], R2], instance: T, owner: type[Any] | None = None, /
+    ) -> CachedFunction[P2, R2]: ...
 
 
 class AsyncCachedFunction(Protocol[P, R_co]):
@@ -58,6 +68,12 @@ class AsyncCachedFunction(Protocol[P, R_co]):
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def stats(self) -> CacheStats: ...
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None, /) -> AsyncCachedFunction[P, R_co]: ...
+    @overload
+    def __get__(
+        self: AsyncCachedFunction[Concatenate[T, P2], R2], instance: T, owner: type[Any] | None = None, /
+    ) -> AsyncCachedFunction[P2, R2]: ...
 
 
 class _Decorator(Protocol):

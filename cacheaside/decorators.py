@@ -685,7 +685,7 @@ def invalidates(
                         f"of the writer; use one of {params}."
                     )
         if store is not None:
-            _check_store(store, is_async, name) if not is_async else None
+            _check_store(store, is_async, name)
         writer = _Writer(raw, binding, resolved, tuple(tags), keys, store, is_async)
         wrapped: Any = wrapt.FunctionWrapper(fn, _make_writer_wrapper(writer))
         return wrapped  # type: ignore[no-any-return]

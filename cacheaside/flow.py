@@ -238,11 +238,10 @@ def read(
             outcome = yield (JOIN, flight)
             if outcome.abandoned:
                 continue
-            stats.misses += 1
             if outcome.exc is not None and fallback is not None and isinstance(outcome.exc, Exception):
-                stats.misses -= 1
-                stats.stale += 1
+                stats.stale += 1  # stale-if-error, for single-flight waiters too
                 return Outcome(fallback.value)
+            stats.misses += 1
             return outcome  # type: ignore[no-any-return]
         stats.misses += 1
         return (yield from _lead(site, store, key, lease, tags, fallback, fkey, flight))

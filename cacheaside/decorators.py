@@ -125,25 +125,13 @@ class _Reader:
     def tags(self, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         if not self.site.tags:
             return ()
-        mapping = _bound_mapping(self.site.keys, instance, skip, args, kwargs)
+        mapping = self.site.keys.mapping(instance, skip, args, kwargs)
         return tuple(_FORMATTER.vformat(t, (), mapping) for t in self.site.tags)
 
     def skip_for_writer(self) -> bool:
         if self.binding == "classmethod":
             return True
         return self.binding == "function" and _is_method(self.func)
-
-
-def _bound_mapping(
-    keys: KeyBuilder, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    params = keys.params[1:] if skip else keys.params
-    bound = keys.signature.replace(parameters=params).bind(*args, **kwargs)
-    bound.apply_defaults()
-    mapping = dict(bound.arguments)
-    if skip and keys.params:
-        mapping[keys.params[0].name] = instance
-    return mapping
 
 
 def _check_store(store: Any, is_async: bool, name: str) -> None:

@@ -112,9 +112,6 @@ class _Flights:
             flight = self._flights[fkey] = Flight(loop)
             return flight, True
 
-    def busy(self, fkey: Hashable) -> bool:
-        return fkey in self._flights
-
     def finish(self, fkey: Hashable, flight: Flight, outcome: Outcome) -> None:
         # Unregister first: a caller arriving now must not join a finished flight.
         with self._lock:

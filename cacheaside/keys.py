@@ -340,14 +340,18 @@ class KeyBuilder:
         self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str:
         assert self.template is not None
+        mapping = self.mapping(instance, skip_first, args, kwargs)
+        return f"{prefix}:{_FORMATTER.vformat(self.template, (), mapping)}{self.version_suffix}"
+
+    def mapping(self, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults applied, ``self``/``cls`` included (for templates)."""
         params = self.params[1:] if skip_first else self.params
-        sig = self.signature.replace(parameters=params)
-        bound = sig.bind(*args, **kwargs)
+        bound = self.signature.replace(parameters=params).bind(*args, **kwargs)
         bound.apply_defaults()
         mapping = dict(bound.arguments)
         if skip_first and self.params:
             mapping[self.params[0].name] = instance
-        return f"{prefix}:{_FORMATTER.vformat(self.template, (), mapping)}{self.version_suffix}"
+        return mapping
 
     def _unsupported(
         self, exc: _Unsupported, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -1,8 +1,9 @@
-"""Plain data shared by every layer: the ``MISS`` sentinel, the stored ``Entry`` and ``Lease``."""
+"""Plain data shared by every layer: the ``MISS`` sentinel, the stored ``Entry``, ``CORRUPT`` and ``Lease``."""
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,6 +45,12 @@ class Entry:
     def retain(self) -> float:
         """Seconds the store keeps the entry: its ttl plus the stale window."""
         return self.ttl + self.grace
+
+
+#: What a store's ``get`` returns for bytes it holds but cannot read (undecodable, another
+#: format version, or an entry written for another key): a miss that the call site counts
+#: as a store error. Never fresh, never stale-servable, so the key is recomputed and overwritten.
+CORRUPT: Final = Entry(None, -math.inf, 0.0)
 
 
 @dataclass(slots=True, frozen=True)

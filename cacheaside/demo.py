@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
 import time
 from typing import Any
 
-from . import MemoryStore, cache_aside, configure, invalidates
+from . import MemoryStore, RedisStore, cache_aside, configure, invalidates
 from .stores.base import StoreInfo
 
 QUERY_SECONDS = 0.020
@@ -72,12 +73,19 @@ def _progress(done: int, total: int, started: float) -> None:
 
 def run(store_url: str | None = None, ops: int = 400, users: int = 50, seed: int = 7) -> int:
     """Run the demo; returns a process exit code."""
-    if store_url is not None:
-        from .stores.redis import NOT_YET
+    store: Any
+    if store_url is None:
+        store = MemoryStore()
+    else:
+        import redis
 
-        print(f"--redis {store_url}: {NOT_YET}")
-        return 2
-    store = MemoryStore()
+        # A prefix of this run's own, so entries left by an earlier run don't turn misses into hits.
+        store = RedisStore.from_url(store_url, prefix=f"cacheaside-demo-{os.getpid()}-{int(time.time())}")
+        try:
+            store.client.ping()
+        except redis.RedisError as exc:
+            print(f"--redis: cannot reach the Redis server ({type(exc).__name__}); is it running at that URL?")
+            return 2
     configure(store=store)
     plan = workload(ops, users, seed)
 

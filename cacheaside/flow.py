@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._types import Entry, Lease
+from ._types import CORRUPT, Entry, Lease
 from .exceptions import CacheWarning, SerializationError
 from .keys import KeyBuilder
 from .stats import Counters
@@ -140,6 +140,7 @@ class CallSite:
     #: A store error was logged and no success has followed yet (log state changes, not calls).
     failing: bool = False
     _warned: bool = False
+    _corrupt_seen: bool = False
 
     @property
     def grace(self) -> float:
@@ -188,6 +189,14 @@ class CallSite:
             # The type only: messages can carry hosts and passwords.
             logger.warning("%s: store %s failed (%s); calls go to the function", self.name, what, type(exc).__name__)
 
+    def store_corrupt(self) -> None:
+        """The store held bytes it could not read under the key: a miss, counted as an error."""
+        self.counters.errors += 1
+        if not self._corrupt_seen:
+            self._corrupt_seen = True
+            logger.warning("%s: an unreadable entry was found in the store; it is recomputed and overwritten",
+                           self.name)
+
     def store_ok(self) -> None:
         if self.failing:
             self.failing = False
@@ -211,6 +220,9 @@ def read(
     """A call whose lookup gave no fresh value: serve stale, join a computation, or compute."""
     stats = site.counters
     fallback = None
+    if entry is CORRUPT:
+        site.store_corrupt()
+        entry = None
     if entry is not None:
         late = now - (entry.stored_at + entry.ttl)
         if late < site.stale_while_revalidate:
@@ -341,7 +353,7 @@ def refresh(
     background: bool,
 ) -> Flow:
     """Recompute and store. In the background, skip when a computation of the key is already running."""
-    lease = yield (STORE, "acquire", (key, tags()))
+    lease = yield (STORE, "acquire", (key, tags(), True))
     if isinstance(lease, Failure):
         site.store_failed(lease, "acquire")
         if background:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from cacheaside import MemoryStore, configure
+from cacheaside import MemoryStore, RedisStore, configure
 from cacheaside.config import settings
+
+from .helpers import LOOP
 
 
 class FakeClock:
@@ -34,9 +39,39 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+#: Parametrize ``backend`` with this (``pytest.mark.parametrize("backend", BACKENDS)``) to run a
+#: test on both stores; the ``store`` fixture follows it, and the test's ``mode`` when it has one.
+BACKENDS = ["memory", "redis"]
+
+
 @pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
+def backend() -> str:
+    return "memory"
+
+
+@pytest.fixture
+def store(backend: str, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[Any]:
+    if backend == "memory":
+        yield MemoryStore(clock=clock)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    mode = request.getfixturevalue("mode") if "mode" in request.fixturenames else "sync"
+    with redis_store(server, asyncio=mode == "async", clock=clock) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def redis_store(server: RedisServer, *, asyncio: bool = False, **options: Any) -> Iterator[RedisStore]:
+    """A RedisStore on a fresh client to ``server``, under a prefix of its own; closed afterwards."""
+    options.setdefault("prefix", f"t{uuid.uuid4().hex[:8]}")
+    made = RedisStore.from_url(server.url, asyncio=asyncio, **options)
+    try:
+        yield made
+    finally:
+        if asyncio:
+            LOOP.run_until_complete(made.client.aclose())
+        else:
+            made.client.close()
 
 
 @pytest.fixture(autouse=True)

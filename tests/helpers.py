@@ -13,10 +13,14 @@ SHAPES = ["function", "method", "classmethod", "staticmethod"]
 MODES = ["sync", "async"]
 
 
+#: One event loop for every ``resolve``: asyncio Redis clients stay bound to the loop they first ran on.
+LOOP = asyncio.new_event_loop()
+
+
 def resolve(value: Any) -> Any:
-    """Run a coroutine to its result; pass anything else through."""
+    """Run a coroutine to its result (on ``LOOP``); pass anything else through."""
     if inspect.isawaitable(value):
-        return asyncio.run(_await(value))
+        return LOOP.run_until_complete(_await(value))
     return value
 
 
@@ -45,26 +49,25 @@ class Made:
             self.fn = deco(body)
             self.owner = None
         else:
-            if shape == "method":
+            if mode == "async" and shape != "staticmethod":
+                # the wrapped method itself is async, so the decorator sees a coroutine function
+                async def am(self: Any, x: Any, y: Any = 0) -> Any:
+                    return await body(x, y)
+
+                async def ac(cls: Any, x: Any, y: Any = 0) -> Any:
+                    return await body(x, y)
+
+                wrapped: Any = deco(am) if shape == "method" else deco(classmethod(ac))
+            elif shape == "method":
                 def m(self: Any, x: Any, y: Any = 0) -> Any:
                     return body(x, y)
-                wrapped: Any = deco(m)
+                wrapped = deco(m)
             elif shape == "classmethod":
                 def c(cls: Any, x: Any, y: Any = 0) -> Any:
                     return body(x, y)
                 wrapped = deco(classmethod(c))
             else:
                 wrapped = deco(staticmethod(body))
-            if mode == "async" and shape != "staticmethod":
-                # keep the wrapped method itself async so the decorator sees a coroutine function
-                if shape == "method":
-                    async def am(self: Any, x: Any, y: Any = 0) -> Any:
-                        return await body(x, y)
-                    wrapped = deco(am)
-                else:
-                    async def ac(cls: Any, x: Any, y: Any = 0) -> Any:
-                        return await body(x, y)
-                    wrapped = deco(classmethod(ac))
             owner = type("Owner", (), {"get": wrapped})
             self.owner = owner
             self.fn = owner().get if shape == "method" else owner.get

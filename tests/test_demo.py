@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from .conftest import RedisServer, free_port
+
 
 def test_demo_output() -> None:
     out = subprocess.run(
@@ -17,9 +21,19 @@ def test_demo_output() -> None:
     assert "fresh, as expected" in text
 
 
-def test_demo_on_redis_says_it_is_not_available_yet() -> None:
+@pytest.mark.redis
+def test_demo_runs_on_redis(redis_server: RedisServer) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "cacheaside", "demo", "--redis", "redis://127.0.0.1:1/0"],
+        [sys.executable, "-m", "cacheaside", "demo", "--ops", "120", "--redis", redis_server.url],
         capture_output=True, text=True, timeout=60,
     )
-    assert out.returncode == 2 and "not available yet" in out.stdout
+    assert out.returncode == 0, out.stderr
+    assert "on RedisStore" in out.stdout and "fresh, as expected" in out.stdout
+
+
+def test_demo_on_an_unreachable_redis_says_so() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cacheaside", "demo", "--redis", f"redis://127.0.0.1:{free_port()}/0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2 and "cannot reach the Redis server" in out.stdout

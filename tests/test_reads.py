@@ -8,9 +8,16 @@ import pytest
 
 from cacheaside import MemoryStore, configure
 
+from .conftest import BACKENDS
 from .helpers import MODES, SHAPES, Made, resolve
 
 pytestmark = pytest.mark.parametrize("shape", SHAPES)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes ``store`` runs on the memory store and on Redis."""
+    return str(request.param)
 
 
 def value_of(x, y):  # type: ignore[no-untyped-def]
@@ -135,7 +142,7 @@ def test_key_has_prefix_namespace_and_no_argument_values(shape: str, mode: str, 
     f = Made(shape, mode, value_of, ttl=60, store=store)
     key = f.fn.key("s3cret-password")
     prefix, namespace, digest = key.split(":")
-    assert prefix == "cacheaside"
+    assert prefix == store.prefix
     assert namespace.startswith(__name__.rsplit(".", 1)[0]) or "." in namespace
     assert len(digest) == 32 and "s3cret" not in key
 

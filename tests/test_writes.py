@@ -9,12 +9,15 @@ import pytest
 
 from cacheaside import MemoryStore, ainvalidate_tags, cache_aside, configure, invalidate_tags, invalidates
 
+from .conftest import BACKENDS
+
 
 @pytest.fixture
 def db() -> dict[int, str]:
     return {1: "a", 2: "b"}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_writer_evicts_its_targets_by_argument_name(db: dict[int, str], store: MemoryStore) -> None:
     @cache_aside(ttl=60, store=store)
     def get_user(user_id: int, verbose: bool = False) -> str:
@@ -34,6 +37,7 @@ def test_writer_evicts_its_targets_by_argument_name(db: dict[int, str], store: M
     assert get_user.stats().hits == 0 and get_user(2) == "b" and get_user.stats().hits == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_writer_that_raises_still_evicts_and_the_exception_propagates(db: dict[int, str], store: MemoryStore) -> None:
     @cache_aside(ttl=60, store=store)
     def get(user_id: int) -> str:
@@ -50,6 +54,7 @@ def test_writer_that_raises_still_evicts_and_the_exception_propagates(db: dict[i
     assert get(1) == "half"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tags_evict_every_entry_stored_with_them(db: dict[int, str], store: MemoryStore) -> None:
     @cache_aside(ttl=60, store=store, tags=["user:{user_id}"])
     def name(user_id: int) -> str:
@@ -74,6 +79,7 @@ def test_tags_evict_every_entry_stored_with_them(db: dict[int, str], store: Memo
     assert shout(2, 1) == "C"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_keys_callable_evicts_explicit_keys(db: dict[int, str], store: MemoryStore) -> None:
     @cache_aside(ttl=60, store=store)
     def get(user_id: int) -> str:
@@ -147,6 +153,7 @@ def test_async_writer_evicts_sync_and_async_targets(db: dict[int, str], store: M
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_methods_evict_their_own_class_entries(store: MemoryStore) -> None:
     class Repo:
         def __init__(self) -> None:

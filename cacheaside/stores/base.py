@@ -38,11 +38,12 @@ class Store(StoreInfo, Protocol):
     def get(self, key: str) -> Entry | None:
         """The entry under ``key`` while the store keeps it (possibly past its ttl), or None."""
 
-    def acquire(self, key: str, tags: Collection[str] = ()) -> Lease:
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         """Take (or share) the lease to fill ``key`` with a value that will carry ``tags``.
 
         An eviction of the key or of one of the tags revokes the lease. ``Lease.entry``
-        is a fresh value found meanwhile.
+        is a fresh value found meanwhile; with ``refresh`` the caller means to replace
+        a fresh value, so a lease is always taken or shared and ``entry`` is None.
         """
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -62,7 +63,7 @@ class Store(StoreInfo, Protocol):
 class AsyncStore(StoreInfo, Protocol):
     async def aget(self, key: str) -> Entry | None: ...
 
-    async def aacquire(self, key: str, tags: Collection[str] = ()) -> Lease: ...
+    async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease: ...
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool: ...
 

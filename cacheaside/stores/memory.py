@@ -89,7 +89,7 @@ class MemoryStore:
             entry = replace(entry, value=self.serializer.loads(entry.value))
         return entry
 
-    def acquire(self, key: str, tags: Collection[str] = ()) -> Lease:
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         with self._lock:
             entry = self._data.get(key)
             held = self._leases.get(key)
@@ -101,7 +101,7 @@ class MemoryStore:
                 self._index(key, tags)
             else:
                 token = held[0]
-        if entry is not None and self.clock() < entry.stored_at + entry.ttl:
+        if not refresh and entry is not None and self.clock() < entry.stored_at + entry.ttl:
             if self.serializer is not None:
                 entry = replace(entry, value=self.serializer.loads(entry.value))
             return Lease(token, True, entry)
@@ -172,8 +172,8 @@ class MemoryStore:
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
 
-    async def aacquire(self, key: str, tags: Collection[str] = ()) -> Lease:
-        return self.acquire(key, tags)
+    async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
+        return self.acquire(key, tags, refresh)
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
         return self.set(key, entry, lease)

@@ -219,13 +219,19 @@ class RedisStore:
     def _entry(self, key: str, data: bytes | None) -> Entry | None:
         return None if data is None else decode(key, data, self.serializer)
 
-    def _watched(self, key: str, lease: Lease, reply: Sequence[Any]) -> tuple[bool, Entry | None]:
-        """(done, entry) from a peek while waiting: done when the wait should end."""
-        data, holder = reply
+    def _watched(self, key: str, lease: Lease, reply: Sequence[Any], deadline: float) -> tuple[float, Entry | None]:
+        """(seconds still to wait, entry) from a peek while waiting for another process's fill.
+
+        The wait ends with the entry once it is there, and without one when the lease
+        was let go, revoked or taken over, or when its holder's own deadline or ours passed.
+        """
+        data, holder, left_ms = reply
         entry = self._entry(key, data)
         if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
-            return True, entry
-        return holder != _token(lease)[1], None
+            return 0.0, entry
+        if holder != _token(lease)[1]:
+            return 0.0, None
+        return min(deadline - time.monotonic(), left_ms / 1000), None
 
     # -- Store (sync client) --------------------------------------------------------
 
@@ -259,9 +265,8 @@ class RedisStore:
         try:
             pubsub.subscribe(channel)  # before looking, so no notification falls in between
             while True:
-                done, entry = self._watched(key, lease, self._peek(keys=[key, channel]))
-                remaining = deadline - time.monotonic()
-                if done or remaining <= 0:
+                remaining, entry = self._watched(key, lease, self._peek(keys=[key, channel]), deadline)
+                if remaining <= 0:
                     return entry
                 pubsub.get_message(timeout=remaining)
         finally:
@@ -303,9 +308,8 @@ class RedisStore:
         try:
             await pubsub.subscribe(channel)
             while True:
-                done, entry = self._watched(key, lease, await self._peek(keys=[key, channel]))
-                remaining = deadline - time.monotonic()
-                if done or remaining <= 0:
+                remaining, entry = self._watched(key, lease, await self._peek(keys=[key, channel]), deadline)
+                if remaining <= 0:
                     return entry
                 await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
         finally:

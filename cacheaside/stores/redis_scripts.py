@@ -16,7 +16,9 @@ eviction deletes the hash. A value is stored only if the hash still holds the
 epoch its computation started under, so a slow computation is stored when no
 eviction happened meanwhile (even after its lease ran out and a waiter took
 over), and never after one. The holder and its deadline only decide who
-computes and how long others wait.
+computes and how long others wait. A set clears its own holder but keeps the
+epoch, so that another computation under the same epoch can still store; the
+hash expires ``record ms`` after the last miss that took a lease on the key.
 
 Every key a script declares shares one slot (for Redis Cluster). The delete
 script also touches the members of tag sets, which it reads at run time; on a
@@ -102,9 +104,10 @@ SET = (
     _LEASE_KEY_LUA
     + _TAG_LUA
     + """
-if redis.call('HGET', KEYS[2], 'e') ~= ARGV[1] then return 0 end
+local rec = redis.call('HMGET', KEYS[2], 'e', 'h')
+if rec[1] ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('DEL', KEYS[2])
+if rec[2] == ARGV[2] then redis.call('HDEL', KEYS[2], 'h', 't') end
 tag_members(3, KEYS[1], tonumber(ARGV[4]), true)
 redis.call('PUBLISH', KEYS[2], '1')
 return 1
@@ -120,11 +123,17 @@ end
 return 0
 """
 
-#: KEYS: entry, lease. Returns {entry or nil, holder or nil}.
+#: KEYS: entry, lease. Returns {entry or nil, holder or nil, ms left on the holder's lease}.
 PEEK = """
 local v = redis.pcall('GET', KEYS[1])
 if type(v) ~= 'string' then v = false end
-return {v, redis.call('HGET', KEYS[2], 'h')}
+local rec = redis.call('HMGET', KEYS[2], 'h', 't')
+local left = 0
+if rec[2] then
+  local t = redis.call('TIME')
+  left = tonumber(rec[2]) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+return {v, rec[1], left}
 """
 
 #: KEYS: n (entry, lease) pairs, then tag sets; ARGV: n. Deletes the entries, their

@@ -1,0 +1,534 @@
+"""RedisStore against real redis-server processes: fidelity, leases across processes, corruption, round trips.
+
+Two ``RedisStore`` instances on one server behave as two processes would: each
+has its own lease identity, so a lease one holds makes the other wait. The
+cross-process tests also run real processes (``tests/redis_worker.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+
+from cacheaside import RedisStore, cache_aside, invalidate_tags, invalidates
+from cacheaside._types import Entry
+from cacheaside.stores import envelope
+
+from .conftest import RedisServer, redis_store
+from .helpers import LOOP
+from .test_serializers import same, values
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def rstore(redis_server: RedisServer) -> Iterator[RedisStore]:
+    with redis_store(redis_server) as made:
+        yield made
+
+
+@pytest.fixture
+def other(redis_server: RedisServer, rstore: RedisStore) -> Iterator[RedisStore]:
+    """A second store on the same server and prefix: another process, as far as leases go."""
+    with redis_store(redis_server, prefix=rstore.prefix) as made:
+        yield made
+
+
+def in_thread(fn: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def go() -> None:
+        try:
+            out.append(fn(*args))
+        except BaseException as exc:  # handed to the test
+            out.append(exc)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, out
+
+
+# -- values ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    with redis_store(redis_server) as made:
+        yield made
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values)
+def test_round_trip_keeps_value_and_type(module_store: RedisStore, value: Any) -> None:
+    key = f"{module_store.prefix}:rt:{uuid.uuid4().hex}"
+    lease = module_store.acquire(key)
+    assert module_store.set(key, Entry(value, time.time(), 60), lease)
+    back = module_store.get(key)
+    assert back is not None and same(back.value, value)
+
+
+def test_the_entry_carries_its_metadata_and_its_ttl_is_set_with_it(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=30, stale_while_revalidate=10, store=rstore)
+    def f(x: int) -> list[int]:
+        return [x]
+
+    f(1)
+    raw = client.get(f.key(1))
+    assert raw is not None
+    entry = envelope.decode(f.key(1), raw, rstore.serializer)
+    assert entry.value == [1] and entry.ttl == 30 and entry.grace == 10 and entry.delta >= 0
+    assert 39_000 < client.pttl(f.key(1)) <= 40_000  # ttl + stale window, set by the same command
+
+
+def test_no_keys_scan_or_flushdb_in_normal_operation(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=30, store=rstore, tags=["t:{x}"])
+    def f(x: int) -> int:
+        return x
+
+    @invalidates(f, tags=["t:{x}"])
+    def w(x: int) -> None:
+        pass
+
+    client.config_resetstat()
+    for i in range(5):
+        f(i)
+        f(i)
+        w(i)
+    invalidate_tags("t:1", store=rstore)
+    stats = client.info("commandstats")
+    assert not {"cmdstat_keys", "cmdstat_scan", "cmdstat_flushdb", "cmdstat_flushall"} & set(stats)
+
+
+# -- wrong kinds of client --------------------------------------------------------------
+
+
+def test_a_store_serves_only_its_kind_of_function(redis_server: RedisServer) -> None:
+    with redis_store(redis_server) as sync_store, redis_store(redis_server, asyncio=True) as async_store:
+        with pytest.raises(TypeError, match=r"asyncio=True"):
+            @cache_aside(store=sync_store)
+            async def a() -> int:
+                return 1
+        with pytest.raises(TypeError, match=r"RedisStore.from_url\(url\)"):
+            @cache_aside(store=async_store)
+            def s() -> int:
+                return 1
+
+
+def test_bad_clients_are_refused_with_the_fix(redis_server: RedisServer) -> None:
+    with pytest.raises(TypeError, match=r"redis\.Redis"):
+        RedisStore(object())
+    decoding = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisStore(decoding)
+    decoding.close()
+    with pytest.raises(ValueError, match="lease_timeout"):
+        RedisStore.from_url(redis_server.url, lease_timeout=0)
+
+
+def test_from_url_sets_cache_timeouts_and_turns_client_retries_off(redis_server: RedisServer) -> None:
+    with redis_store(redis_server) as s, redis_store(redis_server, asyncio=True, socket_timeout=1.0) as a:
+        kwargs = s.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 0.25 and kwargs["socket_connect_timeout"] == 0.25
+        assert s.client.get_retry().get_retries() == 0
+        assert a.client.connection_pool.connection_kwargs["socket_timeout"] == 1.0  # caller's override
+        assert a.client.get_retry().get_retries() == 0
+
+
+# -- leases: stale-set protection -------------------------------------------------------
+
+
+@pytest.mark.parametrize("evict", ["same store", "other process", "tag from other process"])
+def test_a_read_computing_across_an_eviction_does_not_store_its_old_value(
+    rstore: RedisStore, other: RedisStore, client: redis.Redis, evict: str
+) -> None:
+    db = {"k": "old"}
+    entered, proceed = threading.Event(), threading.Event()
+
+    @cache_aside(ttl=60, store=rstore, tags=["row:{k}"])
+    def read(k: str) -> str:
+        value = db[k]
+        entered.set()
+        assert proceed.wait(5)
+        return value
+
+    t, out = in_thread(read, "k")
+    assert entered.wait(5)
+    db["k"] = "new"  # the write commits, then evicts, while the read still holds its old value
+    if evict == "same store":
+        read.invalidate("k")
+    elif evict == "other process":
+        other.delete([read.key("k")])
+    else:
+        invalidate_tags("row:k", store=other)
+    proceed.set()
+    t.join(5)
+    assert out == ["old"]  # the read returns what it computed...
+    assert client.get(read.key("k")) is None  # ...but does not store it
+    entered.clear()
+    proceed.set()
+    assert read("k") == "new"
+
+
+def test_a_call_after_a_remote_eviction_does_not_join_the_computation_before_it(
+    rstore: RedisStore, other: RedisStore
+) -> None:
+    db = {"k": "old"}
+    entered, proceed = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    @cache_aside(ttl=60, store=rstore)
+    def read(k: str) -> str:
+        value = db[k]
+        runs.append(value)
+        if value == "old":
+            entered.set()
+            assert proceed.wait(5)
+        return value
+
+    t, out = in_thread(read, "k")
+    assert entered.wait(5)
+    db["k"] = "new"
+    other.delete([read.key("k")])
+    assert read("k") == "new"  # a new computation, not the one in flight
+    proceed.set()
+    t.join(5)
+    assert out == ["old"] and runs == ["old", "new"]
+    assert read("k") == "new"
+
+
+# -- leases: waiting for another process -------------------------------------------------
+
+
+def test_a_waiter_gets_the_holders_value_as_soon_as_it_is_stored(rstore: RedisStore, other: RedisStore) -> None:
+    entered, proceed = threading.Event(), threading.Event()
+    done_at: list[float] = []
+
+    @cache_aside(ttl=60, key="hot", store=rstore)
+    def holder() -> str:
+        entered.set()
+        assert proceed.wait(5)
+        done_at.append(time.monotonic())
+        return "from holder"
+
+    @cache_aside(ttl=60, key="hot", store=other)
+    def waiter() -> str:
+        return "waiter computed"
+
+    t1, out1 = in_thread(holder)
+    assert entered.wait(5)
+    t2, out2 = in_thread(lambda: (waiter(), time.monotonic()))
+    time.sleep(0.1)  # the waiter is now subscribed and waiting
+    proceed.set()
+    t1.join(5)
+    t2.join(5)
+    value, returned_at = out2[0]
+    assert out1 == ["from holder"] and value == "from holder"
+    assert waiter.stats().misses == 1 and waiter.stats().hits == 0
+    # Woken by the notification, not by polling: far below lease_timeout (5 s).
+    assert returned_at - done_at[0] < 0.25
+
+
+def test_a_lease_released_without_a_value_hands_over_at_once(rstore: RedisStore, other: RedisStore) -> None:
+    entered, proceed = threading.Event(), threading.Event()
+    failed_at: list[float] = []
+
+    @cache_aside(ttl=60, key="hot", store=rstore)
+    def holder() -> str:
+        entered.set()
+        assert proceed.wait(5)
+        failed_at.append(time.monotonic())
+        raise RuntimeError("source down")
+
+    @cache_aside(ttl=60, key="hot", store=other)
+    def waiter() -> str:
+        return "waiter computed"
+
+    t1, out1 = in_thread(holder)
+    assert entered.wait(5)
+    t2, out2 = in_thread(lambda: (waiter(), time.monotonic()))
+    time.sleep(0.1)
+    proceed.set()
+    t1.join(5)
+    t2.join(5)
+    assert isinstance(out1[0], RuntimeError)
+    value, returned_at = out2[0]
+    assert value == "waiter computed" and returned_at - failed_at[0] < 0.25
+    assert holder() == "waiter computed"  # and the waiter stored it
+
+
+def test_a_waiter_computes_itself_after_lease_timeout(redis_server: RedisServer) -> None:
+    entered, proceed = threading.Event(), threading.Event()
+    with redis_store(redis_server, lease_timeout=0.3) as a, redis_store(redis_server, prefix=a.prefix) as b:
+
+        @cache_aside(ttl=60, key="hot", store=a)
+        def slow() -> str:
+            entered.set()
+            assert proceed.wait(5)
+            return "slow"
+
+        @cache_aside(ttl=60, key="hot", store=b)
+        def quick() -> str:
+            return "quick"
+
+        t1, out1 = in_thread(slow)
+        assert entered.wait(5)
+        started = time.monotonic()
+        assert quick() == "quick"
+        waited = time.monotonic() - started
+        assert 0.25 < waited < 1.5
+        proceed.set()
+        t1.join(5)
+        assert out1 == ["slow"]
+        # No eviction happened: the slow computation's value is stored too (it finished last).
+        assert quick() == "slow"
+
+
+def test_a_computation_slower_than_lease_timeout_is_still_stored(redis_server: RedisServer) -> None:
+    with redis_store(redis_server, lease_timeout=0.1) as s:
+        calls = []
+
+        @cache_aside(ttl=60, store=s)
+        def slow(x: int) -> int:
+            calls.append(x)
+            time.sleep(0.3)
+            return x * 2
+
+        assert slow(2) == 4 and slow(2) == 4 and calls == [2]
+
+
+def test_async_waiter_gets_the_holders_value(redis_server: RedisServer) -> None:
+    with redis_store(redis_server, asyncio=True) as a, redis_store(redis_server, asyncio=True, prefix=a.prefix) as b:
+
+        async def scenario() -> tuple[str, str, float]:
+            entered, proceed = asyncio.Event(), asyncio.Event()
+            done_at: list[float] = []
+
+            @cache_aside(ttl=60, key="hot", store=a)
+            async def holder() -> str:
+                entered.set()
+                await proceed.wait()
+                done_at.append(time.monotonic())
+                return "from holder"
+
+            @cache_aside(ttl=60, key="hot", store=b)
+            async def waiter() -> str:
+                return "waiter computed"
+
+            h = asyncio.ensure_future(holder())
+            await entered.wait()
+            w = asyncio.ensure_future(waiter())
+            await asyncio.sleep(0.1)
+            proceed.set()
+            first = await h
+            second = await w
+            return first, second, time.monotonic() - done_at[0]
+
+        first, second, lag = LOOP.run_until_complete(scenario())
+        assert first == second == "from holder" and lag < 0.25
+
+
+# -- across real processes ---------------------------------------------------------------
+
+
+def _workers(server: RedisServer, prefix: str, n: int, client: redis.Redis) -> list[dict[str, Any]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.redis_worker", server.url, prefix],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        for _ in range(n)
+    ]
+    deadline = time.monotonic() + 30
+    while int(client.get(f"{prefix}:ready") or 0) < n:
+        assert time.monotonic() < deadline, "workers did not start"
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.02)
+    client.rpush(f"{prefix}:gate", *["go"] * n)
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def test_four_processes_missing_one_key_run_the_function_once(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    results = _workers(redis_server, prefix, 4, client)
+    assert int(client.get(f"{prefix}:calls") or 0) == 1  # counted in Redis, outside the processes
+    values = [r["value"] for r in results]
+    assert all(v == values[0] for v in values)
+    assert sum(r["stats"]["misses"] for r in results) == 4 and sum(r["stats"]["errors"] for r in results) == 0
+
+
+def test_a_value_stored_by_one_process_is_a_hit_in_another(redis_server: RedisServer, client: redis.Redis) -> None:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    [result] = _workers(redis_server, prefix, 1, client)
+    with redis_store(redis_server, prefix=prefix) as here:
+
+        @cache_aside(ttl=60, key="shared:{x}", store=here)
+        def compute(x: int) -> dict[str, Any]:
+            raise AssertionError("must be a hit")
+
+        assert compute(1) == result["value"] and compute.stats().hits == 1
+
+
+# -- corruption and foreign values ---------------------------------------------------------
+
+
+def _garbage(kind: str, key: str, client: redis.Redis, rstore: RedisStore) -> None:
+    valid = envelope.encode(key, Entry({"v": 1}, time.time(), 60), rstore.serializer)
+    if kind == "random bytes":
+        client.set(key, os.urandom(64))
+    elif kind == "truncated":
+        client.set(key, valid[:-3])
+    elif kind == "short":
+        client.set(key, valid[:10])
+    elif kind == "other version":
+        client.set(key, valid[:1] + bytes([envelope.FORMAT_VERSION + 1]) + valid[2:])
+    elif kind == "entry of another key":
+        client.set(key, envelope.encode(key + "x", Entry("other", time.time(), 60), rstore.serializer))
+    elif kind == "foreign string":
+        client.set(key, "hello")
+    elif kind == "foreign type":
+        client.rpush(key, "a", "b")
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["random bytes", "truncated", "short", "other version", "entry of another key", "foreign string", "foreign type"],
+)
+def test_unreadable_values_are_a_miss_and_are_overwritten(
+    rstore: RedisStore, client: redis.Redis, kind: str
+) -> None:
+    calls = []
+
+    @cache_aside(ttl=60, store=rstore)
+    def f(x: int) -> str:
+        calls.append(x)
+        return f"value {x}"
+
+    _garbage(kind, f.key(1), client, rstore)
+    assert f(1) == "value 1" and calls == [1]
+    assert f.stats().errors == 1 and f.stats().misses == 1
+    assert f(1) == "value 1" and calls == [1] and f.stats().hits == 1  # overwritten with a valid entry
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+class Commands:
+    """The commands clients sent to the server during an action, seen through MONITOR.
+
+    Commands that scripts run are reported as such by MONITOR and left out: what
+    is counted is round trips from clients (connection set-up aside).
+    """
+
+    #: A new connection's set-up, and the PING that makes sure the monitor is attached.
+    HANDSHAKE = frozenset({"HELLO", "CLIENT", "PING"})
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def count(self, action: Any) -> list[str]:
+        marker = f"end-{uuid.uuid4().hex}"
+        sent = []
+        with self.client.monitor() as monitor:
+            self.client.ping()  # the monitor is attached once this round trip is done
+            action()
+            self.client.echo(marker)
+            while True:
+                event = monitor.next_command()
+                if marker in event["command"]:
+                    return sent
+                name = event["command"].split()[0].upper()
+                if event["client_type"] != "lua" and name not in self.HANDSHAKE:
+                    sent.append(name)
+
+
+def test_a_miss_is_a_get_an_acquire_and_a_set(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=60, store=rstore, tags=["t:{x}"])
+    def f(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    f(0)  # loads the scripts
+    assert Commands(client).count(lambda: f(1)) == ["GET", "EVALSHA", "EVALSHA"]
+
+
+def test_a_hit_is_one_get(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=60, store=rstore, tags=["t:{x}"])
+    def f(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    f(1)
+    assert Commands(client).count(lambda: f(1)) == ["GET"] and f.stats().hits == 1
+
+
+def test_a_writer_with_three_targets_and_two_tags_is_one_round_trip(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=60, store=rstore, tags=["user:{user_id}"])
+    def a(user_id: int) -> str:
+        return "a"
+
+    @cache_aside(ttl=60, store=rstore, key="b:{user_id}")
+    def b(user_id: int) -> str:
+        return "b"
+
+    @cache_aside(ttl=60, store=rstore, tags=["team:{team}"])
+    def c(user_id: int, team: str = "x") -> str:
+        return "c"
+
+    @invalidates(a, b, c, tags=["user:{user_id}", "team:{team}"])
+    def write(user_id: int, team: str) -> None:
+        pass
+
+    write(0, "y")  # loads the script once
+    for f in (a, b, c):
+        f(1) if f is not c else f(1, team="x")
+    assert all(client.exists(f.key(1)) for f in (a, b, c))
+    assert Commands(client).count(lambda: write(1, "x")) == ["EVALSHA"]
+    assert not any(client.exists(f.key(1)) for f in (a, b, c))
+    assert not client.exists(f"{rstore.prefix}:tag:user:1") and not client.exists(f"{rstore.prefix}:tag:team:x")
+
+
+def test_tag_sets_expire_with_their_entries_and_drop_dead_members(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=2, store=rstore, tags=["all"])
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    tag = f"{rstore.prefix}:tag:all"
+    assert 0 < client.pttl(tag) <= 60_000  # no longer than a lease record or its longest member
+    client.delete(f.key(1), "{" + f.key(1) + "}:lease")  # as if both had expired
+    for i in range(2, 40):
+        f(i)
+    assert client.scard(tag) <= 39
+    # every insert sweeps a sample of two members: dead ones do not pile up
+    for i in range(2, 40):
+        client.delete(f.key(i), "{" + f.key(i) + "}:lease")
+    for i in range(40, 200):
+        f(i)
+    assert client.scard(tag) < 200 - 40 + 20

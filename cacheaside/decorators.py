@@ -116,12 +116,6 @@ class _Reader:
             self.checked = store
         return store
 
-    def call_parts(self, instance: Any, args: tuple[Any, ...]) -> tuple[Any, bool, tuple[Any, ...]]:
-        """(instance, skip_first, args) for a call made through a wrapper bound to ``instance``."""
-        if self.binding == "staticmethod":
-            return None, False, args
-        return instance, instance is not None, args
-
     def tags(self, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         if not self.site.tags:
             return ()
@@ -152,16 +146,22 @@ def _no_tags() -> tuple[str, ...]:
 
 
 def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
+    # The hit path is inlined here (no helper calls but the key and the lookup): on a
+    # remote store a hit is a round trip plus this, and every frame shows in the ratio.
     site = reader.site
-    keys = site.keys
+    build = site.keys.build
     counters = site.counters
+    fixed = reader.store  # checked at decoration; None: the configured default, checked per call
+    static = reader.binding == "staticmethod"
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if settings.disabled:
             return wrapped(*args, **kwargs)
-        store = reader.resolve_store()
-        instance, skip, args = reader.call_parts(instance, args)
-        key = keys.build(store.prefix, instance, skip, args, kwargs)
+        store = fixed if fixed is not None else reader.resolve_store()
+        if static:
+            instance = None
+        skip = instance is not None
+        key = build(store.prefix, instance, skip, args, kwargs)
         try:
             entry = store.get(key)
         except Exception as exc:
@@ -184,17 +184,21 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
 
 def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
     site = reader.site
-    keys = site.keys
+    build = site.keys.build
     counters = site.counters
+    fixed = reader.store
+    static = reader.binding == "staticmethod"
 
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if settings.disabled:
             return await wrapped(*args, **kwargs)
-        store = reader.resolve_store()
-        instance, skip, args = reader.call_parts(instance, args)
-        key = keys.build(store.prefix, instance, skip, args, kwargs)
+        store = fixed if fixed is not None else reader.resolve_store()
+        if static:
+            instance = None
+        skip = instance is not None
+        key = build(store.prefix, instance, skip, args, kwargs)
         try:
             entry = store.get(key) if store.nonblocking else await store.aget(key)
         except Exception as exc:

@@ -137,6 +137,11 @@ def encode_values(values: Sequence[Any]) -> bytes:
 _digests: dict[bytes, str] = {}
 
 
+def _identity(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The binding plan of a call that passes every parameter positionally."""
+    return args
+
+
 def digest(data: bytes) -> str:
     """32 hex characters of BLAKE2b over ``data``, memoized for hot arguments.
 
@@ -262,7 +267,7 @@ class KeyBuilder:
             if not kwargs:
                 fill = tuple(p.default for p in tail)
                 if pick is None:
-                    return lambda a, k: a + fill
+                    return _identity if not fill else lambda a, k: a + fill
                 return lambda a, k: pick(a + fill)
             spec = tuple((p.name, p.name in kwargs, p.default) for p in tail)
             if pick is None:
@@ -299,14 +304,38 @@ class KeyBuilder:
             return self._from_callable(prefix, args, kwargs)
         if self.template is not None:
             return self._from_template(prefix, instance, skip_first, args, kwargs)
-        values = self.bind(skip_first, args, kwargs)
-        if instance is not None and skip_first:
-            values = (*values, _instance_part(instance)) if _keyed_instance(instance) else values
-        try:
-            data = encode_values(values)
-        except _Unsupported as exc:
-            raise self._unsupported(exc, skip_first, args, kwargs) from None
-        return self.head(prefix) + digest(data)
+        # The hot path of every call: kept to one frame (plus the plan's, when defaults
+        # or ignored parameters make one needed), since a hit is little more than this.
+        plan = self._plans[skip_first].get(len(args) if not kwargs else (len(args), *kwargs))
+        if plan is _identity:
+            values = args
+        elif plan is not None:
+            values = plan(args, kwargs)
+        else:
+            values = self.bind(skip_first, args, kwargs)
+        if instance is not None and skip_first and _keyed_instance(instance):
+            values = (*values, _instance_part(instance))
+        data = None
+        for v in values:
+            if type(v) not in _PLAIN:
+                break
+        else:
+            try:
+                data = _fast_pack(values)
+            except OverflowError:  # an int beyond 64 bits
+                pass
+        if data is None:
+            try:
+                data = encode_values(values)
+            except _Unsupported as exc:
+                raise self._unsupported(exc, skip_first, args, kwargs) from None
+        text = _digests.get(data)
+        if text is None:
+            text = digest(data)
+        head = self._heads.get(prefix)
+        if head is None:
+            head = self.head(prefix)
+        return head + text
 
     def build_from_mapping(self, prefix: str, instance: Any, skip_first: bool, values: Mapping[str, Any]) -> str:
         """The key for arguments given by parameter name (what ``@invalidates`` supplies)."""

@@ -9,6 +9,7 @@ unknown code, a truncated payload or one over the size limit is a
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import uuid
 import zoneinfo
 from decimal import Decimal
@@ -70,6 +71,10 @@ class MsgpackSerializer:
     def __init__(self, *, max_size: int = 64 * 1024 * 1024) -> None:
         self.max_size = max_size
         self._packer_opts = {"use_bin_type": True, "strict_types": True, "default": self._default}
+        # A C-level callable: decoding is on every hit of a serializing store.
+        self._unpack = functools.partial(
+            msgpack.unpackb, raw=False, strict_map_key=False, ext_hook=self._ext, use_list=True
+        )
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"
@@ -145,9 +150,6 @@ class MsgpackSerializer:
         if code == _BIGINT:
             return int(data.decode())
         raise SerializationError(f"unknown msgpack extension code {code}")
-
-    def _unpack(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext, use_list=True)
 
     def loads(self, data: bytes) -> Any:
         """Decode ``data``; raise ``SerializationError`` for anything malformed."""

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +14,7 @@ from cacheaside import MemoryStore, RedisStore, configure
 from cacheaside.config import settings
 
 from .helpers import LOOP
+from .redis_server import REDIS_SERVER, RedisServer
 
 
 class FakeClock:
@@ -86,48 +82,7 @@ def _isolated_defaults() -> Iterator[None]:
 
 # -- redis-server processes ------------------------------------------------------
 
-REDIS_SERVER = shutil.which("redis-server")
 REQUIRE_REDIS = os.environ.get("CACHEASIDE_REQUIRE_REDIS") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server on a free port, in its own directory; never the one on 6379."""
-
-    def __init__(self, *extra: str) -> None:
-        assert REDIS_SERVER is not None
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="cacheaside-redis-")
-        self.args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", self.dir, *extra]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import RedisServer, free_port
+from .redis_server import RedisServer, free_port
 
 
 def test_demo_output() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from .conftest import RedisServer
+from .redis_server import RedisServer
 
 
 def test_the_suite_starts_its_own_server_on_a_free_port(redis_server: RedisServer) -> None:

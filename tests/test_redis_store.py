@@ -26,8 +26,9 @@ from cacheaside import RedisStore, cache_aside, invalidate_tags, invalidates
 from cacheaside._types import Entry
 from cacheaside.stores import envelope
 
-from .conftest import RedisServer, redis_store
+from .conftest import redis_store
 from .helpers import LOOP
+from .redis_server import RedisServer
 from .test_serializers import same, values
 
 pytestmark = pytest.mark.redis

@@ -35,8 +35,12 @@ _HEADER = struct.Struct("<BBIdddd")
 HEADER_SIZE = _HEADER.size  # 38
 
 
+_unpack_header = _HEADER.unpack_from
+_crc32 = zlib.crc32
+
+
 def key_check(key: str) -> int:
-    return zlib.crc32(key.encode())
+    return _crc32(key.encode())
 
 
 def encode(key: str, entry: Entry, serializer: Serializer) -> bytes:
@@ -48,11 +52,12 @@ def encode(key: str, entry: Entry, serializer: Serializer) -> bytes:
 
 
 def decode(key: str, data: bytes, serializer: Serializer) -> Entry:
-    """The entry in ``data`` read under ``key``, or ``CORRUPT``."""
-    if len(data) < HEADER_SIZE:
+    """The entry in ``data`` read under ``key``, or ``CORRUPT``. On every hit: kept flat."""
+    try:
+        magic, version, check, stored_at, ttl, grace, delta = _unpack_header(data)
+    except struct.error:  # shorter than a header
         return CORRUPT
-    magic, version, check, stored_at, ttl, grace, delta = _HEADER.unpack_from(data)
-    if magic != MAGIC or version != FORMAT_VERSION or check != key_check(key):
+    if magic != MAGIC or version != FORMAT_VERSION or check != _crc32(key.encode()):
         return CORRUPT
     try:
         value = serializer.loads(data[HEADER_SIZE:])

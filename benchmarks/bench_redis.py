@@ -26,9 +26,9 @@ import redis.asyncio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cacheaside  # noqa: E402
-from cacheaside import RedisStore, cache_aside  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+import cacheaside
+from cacheaside import RedisStore, cache_aside
+from tests.redis_server import RedisServer
 
 VALUE = {"id": 1, "name": "user1", "email": "user1@example.com", "roles": ["admin", "dev"], "score": 12.5}
 

@@ -20,7 +20,7 @@ from . import flow
 from .config import settings, to_seconds
 from .drivers import arun, run
 from .flow import CallSite, Failure
-from .keys import _FORMATTER, KeyBuilder, template_fields
+from .keys import _FORMATTER, ArgMap, KeyBuilder, template_fields
 from .stats import CacheStats
 
 __all__ = [
@@ -558,7 +558,7 @@ class _Writer:
         is_async: bool,
     ) -> None:
         self.name = f"{func.__module__}.{func.__qualname__}"
-        self.signature = inspect.signature(func)
+        self.arguments = ArgMap(inspect.signature(func))
         self.binding = binding
         self.targets = targets
         self.tags = tags
@@ -572,12 +572,7 @@ class _Writer:
         """What to evict, per store: built before the write runs, from the arguments as passed."""
         if self.binding == "staticmethod":
             instance = None
-        params = list(self.signature.parameters.values())
-        skip = instance is not None
-        sig = self.signature.replace(parameters=params[1:]) if skip else self.signature
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        mapping = dict(bound.arguments)
+        mapping = self.arguments(instance is not None, args, kwargs)
         evictions: dict[Any, tuple[list[str], list[str]]] = {}
         for target in self.targets:
             store = target.reader.resolve_store()

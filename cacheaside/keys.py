@@ -179,6 +179,55 @@ def template_fields(template: str) -> list[str]:
 _Plan = Callable[[tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]
 
 
+class ArgMap:
+    """A call's arguments by parameter name, with defaults applied.
+
+    Equivalent to ``Signature.bind`` + ``apply_defaults`` (which it falls back to,
+    for its checks and messages) but a dict build for signatures without
+    ``*args``/``**kwargs``: templates, tags and writers map arguments on every call.
+    """
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        self.params = list(signature.parameters.values())
+        self._shapes = (self._shape(self.params), self._shape(self.params[1:]))
+
+    @staticmethod
+    def _shape(params: list[inspect.Parameter]) -> tuple[tuple[str, ...], int, frozenset[str], dict[str, Any]] | None:
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            return None
+        names = tuple(p.name for p in params)
+        positional = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        by_keyword = frozenset(p.name for p in params if p.kind is not p.POSITIONAL_ONLY)
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        return names, positional, by_keyword, defaults
+
+    def __call__(self, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        shape = self._shapes[skip_first]
+        if shape is not None and len(args) <= shape[1]:
+            names, _, by_keyword, defaults = shape
+            mapping = dict(zip(names, args, strict=False))  # args may stop short: defaults follow
+            ok = True
+            for k, v in kwargs.items():
+                if k in mapping or k not in by_keyword:
+                    ok = False
+                    break
+                mapping[k] = v
+            if ok and len(mapping) < len(names):
+                for n in names:
+                    if n not in mapping:
+                        if n not in defaults:
+                            ok = False
+                            break
+                        mapping[n] = defaults[n]
+            if ok:
+                return mapping
+        params = self.params[1:] if skip_first else self.params
+        bound = self.signature.replace(parameters=params).bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
 class KeyBuilder:
     """Builds the keys of one decorated function.
 
@@ -224,6 +273,13 @@ class KeyBuilder:
                         f"parameter; use one of {names} (attribute and index access are allowed: "
                         f"{{order.id}}, {{items[0]}})."
                     )
+        self.arguments = ArgMap(self.signature)
+        # A template of plain {name} fields only is formatted without string.Formatter.
+        self._fields: list[tuple[str, str | None]] | None = None
+        if template is not None:
+            parts = list(_FORMATTER.parse(template))
+            if all(f is None or (f.isidentifier() and not spec and not conv) for _, f, spec, conv in parts):
+                self._fields = [(lit, f) for lit, f, _, _ in parts]
         # Plans per (skip_first, shape); bounded so odd call shapes can't grow it forever.
         self._plans: tuple[dict[Any, _Plan], dict[Any, _Plan]] = ({}, {})
         self._heads: dict[str, str] = {}
@@ -320,7 +376,7 @@ class KeyBuilder:
             if type(v) not in _PLAIN:
                 break
         else:
-            try:
+            try:  # noqa: SIM105 - contextlib.suppress costs more, on every call
                 data = _fast_pack(values)
             except OverflowError:  # an int beyond 64 bits
                 pass
@@ -370,14 +426,15 @@ class KeyBuilder:
     ) -> str:
         assert self.template is not None
         mapping = self.mapping(instance, skip_first, args, kwargs)
-        return f"{prefix}:{_FORMATTER.vformat(self.template, (), mapping)}{self.version_suffix}"
+        if self._fields is None:
+            text = _FORMATTER.vformat(self.template, (), mapping)
+        else:  # plain {name} fields: no Formatter machinery per call
+            text = "".join([lit + escape(format(mapping[f], "")) if f else lit for lit, f in self._fields])
+        return f"{prefix}:{text}{self.version_suffix}"
 
     def mapping(self, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults applied, ``self``/``cls`` included (for templates)."""
-        params = self.params[1:] if skip_first else self.params
-        bound = self.signature.replace(parameters=params).bind(*args, **kwargs)
-        bound.apply_defaults()
-        mapping = dict(bound.arguments)
+        mapping = self.arguments(skip_first, args, kwargs)
         if skip_first and self.params:
             mapping[self.params[0].name] = instance
         return mapping

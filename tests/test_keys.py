@@ -252,3 +252,52 @@ def test_version_is_part_of_every_kind_of_key() -> None:
         v1 = cache_aside(ttl=1, store=MemoryStore(), key=key, version=1)(plain)
         v2 = cache_aside(ttl=1, store=MemoryStore(), key=key, version="2")(plain)
         assert v1.key(1) != v2.key(1)
+
+
+# -- ArgMap and the plain-template fast path agree with the slow, obvious versions ----------
+
+_SIGNATURES = [
+    lambda a, b=2, *, c=3: None,
+    lambda a, /, b, c=None: None,
+    lambda a, *args, k=1, **kw: None,
+    lambda self, x, y=0: None,
+]
+
+
+@given(
+    sig=st.sampled_from(range(len(_SIGNATURES))),
+    args=st.lists(st.integers(), max_size=4),
+    kwargs=st.dictionaries(st.sampled_from(["a", "b", "c", "k", "x", "y", "z"]), st.integers(), max_size=3),
+    skip=st.booleans(),
+)
+def test_argmap_equals_signature_bind(sig: int, args: list[int], kwargs: dict[str, int], skip: bool) -> None:
+    import inspect
+
+    from cacheaside.keys import ArgMap
+
+    signature = inspect.signature(_SIGNATURES[sig])
+    params = list(signature.parameters.values())
+    signature_used = signature.replace(parameters=params[1:]) if skip else signature
+    try:
+        bound = signature_used.bind(*args, **kwargs)
+        bound.apply_defaults()
+        expected: Any = dict(bound.arguments)
+    except TypeError:
+        expected = TypeError
+    try:
+        got: Any = ArgMap(signature)(skip, tuple(args), kwargs)
+    except TypeError:
+        got = TypeError
+    assert got == expected
+
+
+@given(st.one_of(st.integers(), st.text(max_size=8), st.floats(allow_nan=False), st.none()), st.text(max_size=5))
+def test_plain_template_fast_path_equals_the_formatter(x: Any, y: str) -> None:
+    from cacheaside.keys import _FORMATTER, KeyBuilder
+
+    def f(x: Any, y: str = "d") -> None: ...
+
+    builder = KeyBuilder(f, name="m.f", template="a:{x}:{y}-z")
+    assert builder._fields is not None
+    expected = "p:" + _FORMATTER.vformat("a:{x}:{y}-z", (), {"x": x, "y": y})
+    assert builder.build("p", None, False, (x,), {"y": y}) == expected

@@ -533,3 +533,30 @@ def test_tag_sets_expire_with_their_entries_and_drop_dead_members(rstore: RedisS
     for i in range(40, 200):
         f(i)
     assert client.scard(tag) < 200 - 40 + 20
+
+
+def test_a_reused_wait_connection_never_serves_a_message_of_an_earlier_wait(
+    rstore: RedisStore, other: RedisStore, client: redis.Redis
+) -> None:
+    key = f"{rstore.prefix}:k"
+    channel = "{" + key + "}:lease"
+    old = envelope.encode(key, Entry("old", time.time(), 60), rstore.serializer)
+    # An earlier wait on this key ended while a fill of it was being published: the
+    # message is left unread on the connection that the next wait reuses.
+    listener = rstore._listener()
+    listener.pubsub.subscribe(channel)
+    listener.sent += 1
+    assert client.publish(channel, old) == 1
+    listener.pubsub.unsubscribe(channel)
+    rstore._idle.append(listener)
+    # The key is evicted; another process starts a new fill, and this one waits for it.
+    rstore.delete([key])
+    held = other.acquire(key)
+    assert held.owner
+    waiting = rstore.acquire(key)
+    assert not waiting.owner
+    timer = threading.Timer(0.2, lambda: other.set(key, Entry("new", time.time(), 60), held))
+    timer.start()
+    found = rstore.watch(key, waiting, 2.0)
+    timer.join()
+    assert found is not None and found.value == "new"

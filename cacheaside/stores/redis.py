@@ -37,6 +37,9 @@ _DEFAULT: Any = object()
 #: (and saw no eviction of its key) is stored even after waiters stopped waiting for it.
 _MIN_RECORD_MS = 60_000
 
+#: Pub/sub connections a store keeps open between waits.
+_IDLE_PUBSUBS = 4
+
 #: ``from_url``'s client settings; docs/design.md gives the reason for each.
 CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_timeout": 0.25,
@@ -68,6 +71,17 @@ def _token(lease: Lease) -> tuple[bytes, bytes]:
 
 def _is_wrongtype(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("WRONGTYPE")
+
+
+class _Listener:
+    """A pub/sub connection that waits take turns on, and its count of subscriptions sent and confirmed."""
+
+    __slots__ = ("confirmed", "pubsub", "sent")
+
+    def __init__(self, pubsub: Any) -> None:
+        self.pubsub = pubsub
+        self.sent = 0
+        self.confirmed = 0
 
 
 class RedisStore:
@@ -126,6 +140,7 @@ class RedisStore:
         self._release = self.client.register_script(lua.RELEASE)
         self._peek = self.client.register_script(lua.PEEK)
         self._delete = self.client.register_script(lua.DELETE)
+        self._idle: list[_Listener] = []  # pub/sub connections between waits (list ops are atomic)
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
 
@@ -219,19 +234,59 @@ class RedisStore:
     def _entry(self, key: str, data: bytes | None) -> Entry | None:
         return None if data is None else decode(key, data, self.serializer)
 
-    def _watched(self, key: str, lease: Lease, reply: Sequence[Any], deadline: float) -> tuple[float, Entry | None]:
-        """(seconds still to wait, entry) from a peek while waiting for another process's fill.
+    def _listener(self) -> _Listener:
+        return self._idle.pop() if self._idle else _Listener(self.client.pubsub())
 
-        The wait ends with the entry once it is there, and without one when the lease
-        was let go, revoked or taken over, or when its holder's own deadline or ours passed.
+    def _done_watching(self, listener: _Listener, reusable: bool) -> bool:
+        """Keep a pub/sub connection for the next wait (connecting is most of a wait's cost).
+
+        Returns False when the caller must close it instead (it failed, or enough are kept).
+        """
+        if reusable and len(self._idle) < _IDLE_PUBSUBS:
+            self._idle.append(listener)
+            return True
+        if self.serves_sync:
+            listener.pubsub.close()
+            return True
+        return False
+
+    def _watched(self, key: str, lease: Lease, reply: Sequence[Any], deadline: float) -> tuple[float, Entry | None]:
+        """(when to stop waiting, entry) from a look at the key while waiting for another process's fill.
+
+        The wait ends at once with the entry when it is there, and without one when the
+        lease was let go, revoked or taken over; else at our deadline or the holder's.
         """
         data, holder, left_ms = reply
         entry = self._entry(key, data)
+        now = time.monotonic()
         if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
-            return 0.0, entry
+            return now, entry
         if holder != _token(lease)[1]:
-            return 0.0, None
-        return min(deadline - time.monotonic(), left_ms / 1000), None
+            return now, None
+        return min(deadline, now + left_ms / 1000), None
+
+    def _heard(self, key: str, listener: _Listener, message: Any) -> tuple[bool, Entry | None]:
+        """(done, entry) from a message on the lease channel: the filled value, or ``0`` when let go.
+
+        Messages that reach the connection before this wait's own subscription is confirmed
+        belong to an earlier wait on it (perhaps on the same key, with a value evicted since):
+        they are skipped, never served.
+        """
+        if message is None:
+            return False, None
+        kind = message.get("type")
+        if kind == "subscribe":
+            listener.confirmed += 1
+            return False, None
+        if kind != "message" or listener.confirmed < listener.sent:
+            return False, None
+        data = message["data"]
+        if data == b"0":
+            return True, None
+        entry = self._entry(key, data)
+        if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
+            return True, entry
+        return True, None
 
     # -- Store (sync client) --------------------------------------------------------
 
@@ -259,18 +314,22 @@ class RedisStore:
         self._release(**self._release_args(key, lease))
 
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
-        deadline = time.monotonic() + timeout
         channel = lua.lease_key(key)
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        listener = self._listener()
+        reusable = False
         try:
-            pubsub.subscribe(channel)  # before looking, so no notification falls in between
-            while True:
-                remaining, entry = self._watched(key, lease, self._peek(keys=[key, channel]), deadline)
-                if remaining <= 0:
-                    return entry
-                pubsub.get_message(timeout=remaining)
+            listener.pubsub.subscribe(channel)  # before looking, so no notification falls in between
+            listener.sent += 1
+            until, entry = self._watched(key, lease, self._peek(keys=[key, channel]), time.monotonic() + timeout)
+            while (remaining := until - time.monotonic()) > 0:
+                done, entry = self._heard(key, listener, listener.pubsub.get_message(timeout=remaining))
+                if done:
+                    break
+            listener.pubsub.unsubscribe(channel)
+            reusable = True
+            return entry
         finally:
-            pubsub.close()
+            self._done_watching(listener, reusable)
 
     def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:
@@ -302,18 +361,25 @@ class RedisStore:
         await self._release(**self._release_args(key, lease))
 
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
-        deadline = time.monotonic() + timeout
         channel = lua.lease_key(key)
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        listener = self._listener()
+        reusable = False
         try:
-            await pubsub.subscribe(channel)
-            while True:
-                remaining, entry = self._watched(key, lease, await self._peek(keys=[key, channel]), deadline)
-                if remaining <= 0:
-                    return entry
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+            await listener.pubsub.subscribe(channel)
+            listener.sent += 1
+            reply = await self._peek(keys=[key, channel])
+            until, entry = self._watched(key, lease, reply, time.monotonic() + timeout)
+            while (remaining := until - time.monotonic()) > 0:
+                message = await listener.pubsub.get_message(timeout=remaining)
+                done, entry = self._heard(key, listener, message)
+                if done:
+                    break
+            await listener.pubsub.unsubscribe(channel)
+            reusable = True
+            return entry
         finally:
-            await pubsub.aclose()
+            if not self._done_watching(listener, reusable):
+                await listener.pubsub.aclose()
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:

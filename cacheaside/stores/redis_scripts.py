@@ -109,7 +109,7 @@ if rec[1] ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 if rec[2] == ARGV[2] then redis.call('HDEL', KEYS[2], 'h', 't') end
 tag_members(3, KEYS[1], tonumber(ARGV[4]), true)
-redis.call('PUBLISH', KEYS[2], '1')
+redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 )

@@ -1,0 +1,326 @@
+"""Consistency under concurrency: stale reads and throughput, cacheaside vs a plain cache-aside on redis-py.
+
+Run: make bench-consistency  (or .venv/bin/python benchmarks/bench_consistency.py [--seconds 5])
+
+N processes (default 4) share one Redis (started here on a free port) and a
+SQLite file (the source of truth) of 20 rows holding (value, version). Each
+process runs a loop for a fixed time: 90% reads, 10% writes, rows chosen with
+a Zipf skew. A read selects the row, then takes 0-5 ms (serialization, network);
+a write bumps the row's version and evicts its cache entry. Every operation is
+logged with ``time.monotonic_ns()`` (one clock for all processes on Linux), and
+the checker counts stale reads: reads that started after a write to the same
+row had completed, and returned an older version.
+
+Variants, each run in the same session on fresh keys:
+  plain        get / compute / set with redis-py, DEL after a write (what most code and peers do)
+  cacheaside   @cache_aside + @invalidates on a RedisStore (leases, single-flight)
+each in sync and asyncio form. Target: 0 stale reads for cacheaside, and its
+throughput at least 0.9x the plain one's in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+import msgpack
+import redis
+import redis.asyncio
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cacheaside import RedisStore, cache_aside, invalidates
+from tests.redis_server import RedisServer
+
+ROWS = 20
+READ_SHARE = 0.9
+VARIANTS = ["plain-sync", "cacheaside-sync", "plain-async", "cacheaside-async"]
+
+
+# -- the source of truth ----------------------------------------------------------------
+
+
+def connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=10, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    return db
+
+
+def create(path: str) -> None:
+    db = connect(path)
+    db.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, value TEXT, version INTEGER)")
+    db.execute("DELETE FROM rows")
+    db.executemany("INSERT INTO rows VALUES (?, ?, 0)", [(i, f"row{i}") for i in range(ROWS)])
+    db.close()
+
+
+def select(db: sqlite3.Connection, row: int) -> list[Any]:
+    value, version = db.execute("SELECT value, version FROM rows WHERE id = ?", (row,)).fetchone()
+    return [value, version]
+
+
+def bump(db: sqlite3.Connection, row: int) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    (version,) = db.execute("UPDATE rows SET version = version + 1 WHERE id = ? RETURNING version", (row,)).fetchone()
+    db.execute("COMMIT")
+    return int(version)
+
+
+# -- one worker process -----------------------------------------------------------------
+
+
+def plan(seed: int) -> random.Random:
+    return random.Random(seed)
+
+
+WEIGHTS = [1 / (rank + 1) ** 1.1 for rank in range(ROWS)]
+
+
+def pick(rng: random.Random) -> tuple[bool, int]:
+    return rng.random() < READ_SHARE, rng.choices(range(ROWS), weights=WEIGHTS)[0]
+
+
+def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int) -> dict[str, Any]:
+    db = connect(dbpath)
+    rng = plan(seed)
+    control = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    log: list[tuple[str, int, int, int, int]] = []
+    misses = [0]
+
+    if variant == "plain-sync":
+
+        def read(row: int) -> list[Any]:
+            key = f"{prefix}:row:{row}"
+            raw = client.get(key)
+            if raw is not None:
+                return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+            misses[0] += 1
+            value = select(db, row)
+            time.sleep(rng.random() * 0.005)
+            client.set(key, msgpack.packb(value), ex=60)
+            return value
+
+        def write(row: int) -> int:
+            version = bump(db, row)
+            client.delete(f"{prefix}:row:{row}")
+            return version
+
+        stats = None
+    else:
+        store = RedisStore(client, prefix=prefix)
+
+        @cache_aside(ttl=60, store=store, key="row:{row}")
+        def read(row: int) -> list[Any]:
+            value = select(db, row)
+            time.sleep(rng.random() * 0.005)
+            return value
+
+        @invalidates(read)
+        def write(row: int) -> int:
+            return bump(db, row)
+
+        stats = read
+
+    control.incr(f"{prefix}:ready")
+    control.blpop([f"{prefix}:gate"], 30)
+    end = time.monotonic() + seconds
+    cpu0 = time.process_time()
+    while time.monotonic() < end:
+        is_read, row = pick(rng)
+        start = time.monotonic_ns()
+        version = read(row)[1] if is_read else write(row)
+        log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
+    result: dict[str, Any] = {"log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0}
+    if stats is not None:
+        s = stats.stats()
+        result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    return result
+
+
+async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int) -> dict[str, Any]:
+    db = connect(dbpath)
+    rng = plan(seed)
+    control = redis.asyncio.Redis.from_url(url)
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=2)
+    log: list[tuple[str, int, int, int, int]] = []
+    misses = [0]
+
+    if variant == "plain-async":
+
+        async def read(row: int) -> list[Any]:
+            key = f"{prefix}:row:{row}"
+            raw = await client.get(key)
+            if raw is not None:
+                return msgpack.unpackb(raw)  # type: ignore[no-any-return]
+            misses[0] += 1
+            value = select(db, row)
+            await asyncio.sleep(rng.random() * 0.005)
+            await client.set(key, msgpack.packb(value), ex=60)
+            return value
+
+        async def write(row: int) -> int:
+            version = bump(db, row)
+            await client.delete(f"{prefix}:row:{row}")
+            return version
+
+        stats = None
+    else:
+        store = RedisStore(client, prefix=prefix)
+
+        @cache_aside(ttl=60, store=store, key="row:{row}")
+        async def read(row: int) -> list[Any]:
+            value = select(db, row)
+            await asyncio.sleep(rng.random() * 0.005)
+            return value
+
+        @invalidates(read)
+        async def write(row: int) -> int:
+            return bump(db, row)
+
+        stats = read
+
+    await control.incr(f"{prefix}:ready")
+    await control.blpop([f"{prefix}:gate"], 30)
+    end = time.monotonic() + seconds
+    cpu0 = time.process_time()
+    while time.monotonic() < end:
+        is_read, row = pick(rng)
+        start = time.monotonic_ns()
+        version = (await read(row))[1] if is_read else await write(row)
+        log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
+    result: dict[str, Any] = {"log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0}
+    if stats is not None:
+        s = stats.stats()
+        result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    await client.aclose()
+    await control.aclose()
+    return result
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed)
+    result = asyncio.run(async_worker(*call)) if args.variant.endswith("async") else sync_worker(*call)
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+
+
+# -- the checker ------------------------------------------------------------------------
+
+
+def stale_reads(ops: list[tuple[str, int, int, int, int]]) -> tuple[int, int]:
+    """(stale reads, reads): a read is stale if a write to its row completed before it
+    started and the read returned an older version than that write made."""
+    writes: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for kind, row, _start, end, version in ops:
+        if kind == "w":
+            writes[row].append((end, version))
+    for row_writes in writes.values():
+        row_writes.sort()
+    stale = reads = 0
+    for kind, row, start, _end, version in ops:
+        if kind != "r":
+            continue
+        reads += 1
+        newest = max((v for end, v in writes[row] if end < start), default=0)
+        if version < newest:
+            stale += 1
+    return stale, reads
+
+
+def run_variant(variant: str, url: str, procs: int, seconds: float, tmp: str) -> dict[str, Any]:
+    dbpath = os.path.join(tmp, "truth.sqlite")
+    create(dbpath)
+    prefix = f"cons-{variant}-{os.getpid()}-{time.monotonic_ns()}"
+    control = redis.Redis.from_url(url)
+    outs = [os.path.join(tmp, f"{variant}-{i}.json") for i in range(procs)]
+    workers = [
+        subprocess.Popen([
+            sys.executable, __file__, "--worker", "--variant", variant, "--url", url, "--prefix", prefix,
+            "--db", dbpath, "--seconds", str(seconds), "--seed", str(1000 + i), "--out", outs[i],
+        ])
+        for i in range(procs)
+    ]
+    deadline = time.monotonic() + 30
+    while int(control.get(f"{prefix}:ready") or 0) < procs:
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise SystemExit(f"{variant}: workers failed to start")
+        time.sleep(0.01)
+    control.rpush(f"{prefix}:gate", *["go"] * procs)
+    for w in workers:
+        if w.wait(seconds + 60) != 0:
+            raise SystemExit(f"{variant}: a worker failed")
+    ops: list[tuple[str, int, int, int, int]] = []
+    totals: dict[str, int] = defaultdict(int)
+    cpu = 0.0
+    for out in outs:
+        with open(out) as f:
+            result = json.load(f)
+        cpu += result["cpu"]
+        ops.extend(tuple(op) for op in result["log"])  # type: ignore[misc]
+        for name, n in result.get("stats", {}).items():
+            totals[name] += n
+    control.close()
+    stale, reads = stale_reads(ops)
+    lat = {k: sorted((e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k) for k in ("r", "w")}
+    latency = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
+    return {"ops": len(ops), "reads": reads, "stale": stale, "throughput": len(ops) / seconds, "stats": dict(totals),
+            "latency": latency, "cpu_per_op": cpu / max(1, len(ops))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    for hidden in ("--variant", "--prefix", "--db", "--out"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+
+    server = None if args.url else RedisServer()
+    url = args.url or server.url  # type: ignore[union-attr]
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
+            for variant in VARIANTS:
+                results[variant] = run_variant(variant, url, args.procs, args.seconds, tmp)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"{args.procs} processes x {args.seconds:g} s per variant, {ROWS} rows, "
+          f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation")
+    print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9}  cache stats")
+    for variant, r in results.items():
+        per10k = r["stale"] / max(1, r["reads"]) * 10_000
+        print(f"{variant:18} {r['ops']:7d} {r['throughput']:8.0f} {r['reads']:7d} {r['stale']:6d} {per10k:9.1f}  "
+              f"{r['stats'] or ''}")
+    print("client CPU per operation: " + ", ".join(f"{v} {r['cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
+    print("latency ms (mean / p50 / p99):")
+    for variant, r in results.items():
+        print(f"  {variant:18} " + "  ".join(
+            f"{'read' if k == 'r' else 'write'} {m:.2f} / {p50:.2f} / {p99:.2f}"
+            for k, (m, p50, p99) in r["latency"].items()
+        ))
+    for mode in ("sync", "async"):
+        ratio = results[f"cacheaside-{mode}"]["throughput"] / results[f"plain-{mode}"]["throughput"]
+        print(f"throughput cacheaside/plain ({mode}): {ratio:.2f}x  (target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-redis bench-consistency lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/cacheaside demo
+	$(BIN)/cacheaside demo $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_memory.py
+
+bench-redis: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_redis.py
+
+bench-consistency: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_consistency.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/python -m ruff check cacheaside tests benchmarks

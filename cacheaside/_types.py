@@ -68,3 +68,5 @@ class Lease:
     token: Hashable
     owner: bool = True
     entry: Entry | None = field(default=None, compare=False)
+    #: What the store needs to wait for the holder's value (``Store.watch``), when not the owner.
+    wait: Any = field(default=None, compare=False)

@@ -495,7 +495,7 @@ class _Target:
             for p in keys.params:
                 if p.name not in values and p.default is not p.empty:
                     values[p.name] = p.default
-            return f"{store.prefix}:{_FORMATTER.vformat(keys.template, (), values)}{keys.version_suffix}"
+            return keys.render(store.prefix, values)
         return keys.build_from_mapping(store.prefix, instance, self.skip and instance is not None, mapping)
 
 

@@ -40,7 +40,7 @@ def run(flow: Flow, store: Any, call: Callable[[], Any]) -> Outcome:
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
             elif code == JOIN:
-                op[1].event.wait()
+                op[1].event.wait()  # made by lead_or_join for this joiner
                 send = op[1].outcome
             elif code == SPAWN:
                 make = op[1]

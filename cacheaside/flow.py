@@ -71,15 +71,16 @@ class Failure:
 class Flight:
     """One computation that concurrent misses of a key (same lease token) share.
 
-    Sync flights signal a ``threading.Event``; async flights resolve an
-    ``asyncio.Future`` of the leader's event loop.
+    Sync flights signal a ``threading.Event``, made when the first joiner arrives
+    (most flights have none); async flights resolve an ``asyncio.Future`` of the
+    leader's event loop.
     """
 
     __slots__ = ("event", "future", "outcome")
 
     def __init__(self, loop: Any = None) -> None:
         self.outcome: Outcome | None = None
-        self.event = threading.Event() if loop is None else None
+        self.event: threading.Event | None = None
         self.future = None if loop is None else loop.create_future()
 
     def finish(self, outcome: Outcome) -> None:
@@ -87,8 +88,7 @@ class Flight:
         if self.future is not None:
             if not self.future.done():
                 self.future.set_result(outcome)
-        else:
-            assert self.event is not None
+        elif self.event is not None:
             self.event.set()
 
 
@@ -108,6 +108,9 @@ class _Flights:
         with self._lock:
             flight = self._flights.get(fkey)
             if flight is not None:
+                if flight.future is None and flight.event is None:
+                    # Under the lock the leader unregisters with before finishing: it will see this.
+                    flight.event = threading.Event()
                 return flight, False
             flight = self._flights[fkey] = Flight(loop)
             return flight, True

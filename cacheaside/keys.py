@@ -424,8 +424,11 @@ class KeyBuilder:
     def _from_template(
         self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str:
+        return self.render(prefix, self.mapping(instance, skip_first, args, kwargs))
+
+    def render(self, prefix: str, mapping: Mapping[str, Any]) -> str:
+        """The template key for arguments by parameter name."""
         assert self.template is not None
-        mapping = self.mapping(instance, skip_first, args, kwargs)
         if self._fields is None:
             text = _FORMATTER.vformat(self.template, (), mapping)
         else:  # plain {name} fields: no Formatter machinery per call

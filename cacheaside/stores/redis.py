@@ -3,8 +3,8 @@
 A hit is one ``GET`` of the entry's envelope (``stores.envelope``). Misses,
 fills and evictions are Lua scripts (``stores.redis_scripts``), each one round
 trip: leases give stale-set protection and single-flight across processes, and
-a waiting process hears about the value on the lease's pub/sub channel instead
-of polling.
+a waiting process is handed the value through a list of its own (``BLPOP``)
+instead of polling.
 
 The store's sync methods serve a ``redis.Redis`` client and its ``a``-methods a
 ``redis.asyncio.Redis`` one. Both build the same commands and read the replies
@@ -37,8 +37,8 @@ _DEFAULT: Any = object()
 #: (and saw no eviction of its key) is stored even after waiters stopped waiting for it.
 _MIN_RECORD_MS = 60_000
 
-#: Pub/sub connections a store keeps open between waits.
-_IDLE_PUBSUBS = 4
+#: The longest a single blocking wait command lasts (it must end well within the socket timeout).
+_MAX_BLOCK = 0.2
 
 #: ``from_url``'s client settings; docs/design.md gives the reason for each.
 CLIENT_DEFAULTS: dict[str, Any] = {
@@ -71,17 +71,6 @@ def _token(lease: Lease) -> tuple[bytes, bytes]:
 
 def _is_wrongtype(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("WRONGTYPE")
-
-
-class _Listener:
-    """A pub/sub connection that waits take turns on, and its count of subscriptions sent and confirmed."""
-
-    __slots__ = ("confirmed", "pubsub", "sent")
-
-    def __init__(self, pubsub: Any) -> None:
-        self.pubsub = pubsub
-        self.sent = 0
-        self.confirmed = 0
 
 
 class RedisStore:
@@ -138,9 +127,9 @@ class RedisStore:
         self._acquire = self.client.register_script(lua.ACQUIRE)
         self._set = self.client.register_script(lua.SET)
         self._release = self.client.register_script(lua.RELEASE)
-        self._peek = self.client.register_script(lua.PEEK)
         self._delete = self.client.register_script(lua.DELETE)
-        self._idle: list[_Listener] = []  # pub/sub connections between waits (list ops are atomic)
+        timeout = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get("socket_timeout")
+        self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
 
@@ -192,101 +181,66 @@ class RedisStore:
 
     # -- commands and replies, shared by the sync and async methods ---------------
 
-    def _holder(self) -> str:
-        return f"{self._id}.{os.getpid()}.{next(self._serial)}"
+    def _process(self) -> str:
+        """This store in this process: the prefix of its holder ids (the pid keeps forked children apart)."""
+        return f"{self._id}.{os.getpid()}."
 
-    def _mine(self, holder: bytes) -> bool:
-        """Whether a lease holder is this store in this process (so callers here share its flight)."""
-        return holder.startswith(f"{self._id}.{os.getpid()}.".encode())
+    def _holder(self) -> str:
+        return f"{self._process()}{next(self._serial)}"
 
     def _acquire_args(self, key: str, tags: Collection[str], holder: str, force: bool) -> dict[str, Any]:
         # force: take (or share) the lease even when a fresh entry is there (refreshes, unreadable bytes)
-        keys = [key, lua.lease_key(key), *(lua.tag_key(self.prefix, t) for t in tags)]
-        args = [repr(self.clock()), holder, self._lease_ms, self._record_ms, 1 if force else 0]
+        keys = [key, lua.lease_key(key), lua.waiters_key(key), *(lua.tag_key(self.prefix, t) for t in tags)]
+        args = [repr(self.clock()), holder, self._lease_ms, self._record_ms, 1 if force else 0, self._process()]
         return {"keys": keys, "args": args}
 
-    def _lease(self, key: str, reply: Sequence[Any]) -> Lease | None:
-        """The lease in an acquire reply; None when it held a value that does not decode."""
+    def _lease(self, key: str, holder: str, reply: Sequence[Any]) -> Lease | None:
+        """The lease in an acquire reply; None when it held a value that does not decode.
+
+        A holder of this store in this process makes the caller an owner too: it shares
+        that computation's in-process flight instead of waiting on Redis.
+        """
         if len(reply) == 1:
             entry = decode(key, reply[0], self.serializer)
             if entry is CORRUPT:
                 return None
             return Lease(None, True, entry)
-        epoch, holder = reply[1], reply[2]
-        return Lease((epoch, holder), self._mine(holder))
+        epoch, held_by = reply[1], reply[2]
+        if len(reply) == 3 or held_by.startswith(self._process().encode()):
+            return Lease((epoch, held_by), True)
+        return Lease((epoch, held_by), False, wait=(holder, time.monotonic() + reply[3] / 1000))
 
     def _set_args(self, key: str, entry: Entry, lease: Lease) -> dict[str, Any]:
         payload = encode(key, entry, self.serializer)  # SerializationError before any I/O
         epoch, holder = _token(lease)
         px = max(1, int(entry.retain * 1000))
-        keys = [key, lua.lease_key(key), *(lua.tag_key(self.prefix, t) for t in entry.tags)]
+        keys = [key, lua.lease_key(key), lua.waiters_key(key), *(lua.tag_key(self.prefix, t) for t in entry.tags)]
         return {"keys": keys, "args": [epoch, holder, payload, px]}
 
     def _release_args(self, key: str, lease: Lease) -> dict[str, Any]:
-        return {"keys": [key, lua.lease_key(key)], "args": [_token(lease)[1]]}
+        return {"keys": [key, lua.lease_key(key), lua.waiters_key(key)], "args": [_token(lease)[1]]}
 
     def _delete_args(self, keys: Collection[str], tags: Collection[str]) -> dict[str, Any]:
         unique = list(dict.fromkeys(keys))
-        names = [name for key in unique for name in (key, lua.lease_key(key))]
+        names = [name for key in unique for name in (key, lua.lease_key(key), lua.waiters_key(key))]
         names.extend(lua.tag_key(self.prefix, t) for t in dict.fromkeys(tags))
         return {"keys": names, "args": [len(unique)]}
 
     def _entry(self, key: str, data: bytes | None) -> Entry | None:
         return None if data is None else decode(key, data, self.serializer)
 
-    def _listener(self) -> _Listener:
-        return self._idle.pop() if self._idle else _Listener(self.client.pubsub())
-
-    def _done_watching(self, listener: _Listener, reusable: bool) -> bool:
-        """Keep a pub/sub connection for the next wait (connecting is most of a wait's cost).
-
-        Returns False when the caller must close it instead (it failed, or enough are kept).
-        """
-        if reusable and len(self._idle) < _IDLE_PUBSUBS:
-            self._idle.append(listener)
-            return True
-        if self.serves_sync:
-            listener.pubsub.close()
-            return True
-        return False
-
-    def _watched(self, key: str, lease: Lease, reply: Sequence[Any], deadline: float) -> tuple[float, Entry | None]:
-        """(when to stop waiting, entry) from a look at the key while waiting for another process's fill.
-
-        The wait ends at once with the entry when it is there, and without one when the
-        lease was let go, revoked or taken over; else at our deadline or the holder's.
-        """
-        data, holder, left_ms = reply
-        entry = self._entry(key, data)
-        now = time.monotonic()
+    def _woken(self, key: str, reply: Any) -> Entry | None:
+        """The entry a holder handed over through a wake list; None when it let go (``0``)."""
+        if reply is None or reply[1] == b"0":
+            return None
+        entry = self._entry(key, reply[1])
         if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
-            return now, entry
-        if holder != _token(lease)[1]:
-            return now, None
-        return min(deadline, now + left_ms / 1000), None
+            return entry
+        return None
 
-    def _heard(self, key: str, listener: _Listener, message: Any) -> tuple[bool, Entry | None]:
-        """(done, entry) from a message on the lease channel: the filled value, or ``0`` when let go.
-
-        Messages that reach the connection before this wait's own subscription is confirmed
-        belong to an earlier wait on it (perhaps on the same key, with a value evicted since):
-        they are skipped, never served.
-        """
-        if message is None:
-            return False, None
-        kind = message.get("type")
-        if kind == "subscribe":
-            listener.confirmed += 1
-            return False, None
-        if kind != "message" or listener.confirmed < listener.sent:
-            return False, None
-        data = message["data"]
-        if data == b"0":
-            return True, None
-        entry = self._entry(key, data)
-        if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
-            return True, entry
-        return True, None
+    def _wait_plan(self, key: str, lease: Lease, timeout: float) -> tuple[str, float]:
+        waiter, until = lease.wait
+        return lua.wake_key(key, waiter), min(time.monotonic() + timeout, until)
 
     # -- Store (sync client) --------------------------------------------------------
 
@@ -301,9 +255,9 @@ class RedisStore:
 
     def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
-        lease = self._lease(key, self._acquire(**self._acquire_args(key, tags, holder, refresh)))
+        lease = self._lease(key, holder, self._acquire(**self._acquire_args(key, tags, holder, refresh)))
         if lease is None:  # the script saw a fresh header on bytes that do not decode
-            lease = self._lease(key, self._acquire(**self._acquire_args(key, tags, holder, True)))
+            lease = self._lease(key, holder, self._acquire(**self._acquire_args(key, tags, holder, True)))
         assert lease is not None
         return lease
 
@@ -314,22 +268,12 @@ class RedisStore:
         self._release(**self._release_args(key, lease))
 
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
-        channel = lua.lease_key(key)
-        listener = self._listener()
-        reusable = False
-        try:
-            listener.pubsub.subscribe(channel)  # before looking, so no notification falls in between
-            listener.sent += 1
-            until, entry = self._watched(key, lease, self._peek(keys=[key, channel]), time.monotonic() + timeout)
-            while (remaining := until - time.monotonic()) > 0:
-                done, entry = self._heard(key, listener, listener.pubsub.get_message(timeout=remaining))
-                if done:
-                    break
-            listener.pubsub.unsubscribe(channel)
-            reusable = True
-            return entry
-        finally:
-            self._done_watching(listener, reusable)
+        wake, until = self._wait_plan(key, lease, timeout)
+        while (remaining := until - time.monotonic()) > 0:
+            reply = self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
+            if reply is not None:
+                return self._woken(key, reply)
+        return None
 
     def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:
@@ -348,9 +292,9 @@ class RedisStore:
 
     async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
-        lease = self._lease(key, await self._acquire(**self._acquire_args(key, tags, holder, refresh)))
+        lease = self._lease(key, holder, await self._acquire(**self._acquire_args(key, tags, holder, refresh)))
         if lease is None:
-            lease = self._lease(key, await self._acquire(**self._acquire_args(key, tags, holder, True)))
+            lease = self._lease(key, holder, await self._acquire(**self._acquire_args(key, tags, holder, True)))
         assert lease is not None
         return lease
 
@@ -361,25 +305,12 @@ class RedisStore:
         await self._release(**self._release_args(key, lease))
 
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
-        channel = lua.lease_key(key)
-        listener = self._listener()
-        reusable = False
-        try:
-            await listener.pubsub.subscribe(channel)
-            listener.sent += 1
-            reply = await self._peek(keys=[key, channel])
-            until, entry = self._watched(key, lease, reply, time.monotonic() + timeout)
-            while (remaining := until - time.monotonic()) > 0:
-                message = await listener.pubsub.get_message(timeout=remaining)
-                done, entry = self._heard(key, listener, message)
-                if done:
-                    break
-            await listener.pubsub.unsubscribe(channel)
-            reusable = True
-            return entry
-        finally:
-            if not self._done_watching(listener, reusable):
-                await listener.pubsub.aclose()
+        wake, until = self._wait_plan(key, lease, timeout)
+        while (remaining := until - time.monotonic()) > 0:
+            reply = await self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
+            if reply is not None:
+                return self._woken(key, reply)
+        return None
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:

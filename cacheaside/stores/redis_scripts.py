@@ -1,12 +1,15 @@
 """Redis key layout and the Lua scripts behind ``RedisStore``'s leases and evictions.
 
-Keys, for an entry key ``K`` (exactly what ``f.key(...)`` returns):
+Keys, for an entry key ``K`` (exactly what ``f.key(...)`` returns) and its slot
+base ``B`` (``K`` when it has a hash tag, else ``"{" + K + "}"``, so every key
+below shares ``K``'s hash slot):
 
 - ``K``: the entry (``envelope`` bytes) with a PX expiry of ttl + grace.
-- ``lease_key(K)``: a hash ``{e: epoch, h: holder, t: holder deadline in server ms}``.
-  It shares ``K``'s hash slot: ``K + ":lease"`` when ``K`` has a hash tag,
-  else ``"{" + K + "}:lease"``. It is also the pub/sub channel on which
-  waiters hear that the key was filled (``1``) or the lease let go (``0``).
+- ``B:lease``: a hash ``{e: epoch, h: holder, t: holder deadline in server ms}``.
+- ``B:waiters``: the ids of processes waiting for the holder's value.
+- ``B:wake:<id>``: a list through which one waiter receives the value the key was
+  filled with (the entry's bytes), or ``0`` when the lease was let go or revoked.
+  Each wait has its own id, so nothing meant for an earlier wait reaches a later one.
 - ``tag_key(prefix, tag)``: a set of the entry keys stored (or being filled)
   with ``tag``; it expires with its longest-lived member.
 
@@ -27,59 +30,84 @@ cluster those are grouped per slot by the store (see docs/design.md).
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "DELETE", "PEEK", "RELEASE", "SET", "lease_key", "tag_key"]
+__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "lease_key", "tag_key", "waiters_key", "wake_key"]
+
+#: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
+WAKE_MS = 2000
 
 
-def _has_hash_tag(key: str) -> bool:
+def _slot_base(key: str) -> str:
     start = key.find("{")
-    if start < 0:
-        return False
-    end = key.find("}", start + 1)
-    return end > start + 1
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key
+    return "{" + key + "}"
 
 
 def lease_key(key: str) -> str:
-    """The lease hash (and notification channel) of ``key``, in ``key``'s hash slot."""
-    return key + ":lease" if _has_hash_tag(key) else "{" + key + "}:lease"
+    """The lease hash of ``key``, in ``key``'s hash slot."""
+    return _slot_base(key) + ":lease"
+
+
+def waiters_key(key: str) -> str:
+    return _slot_base(key) + ":waiters"
+
+
+def wake_key(key: str, waiter: str) -> str:
+    return f"{_slot_base(key)}:wake:{waiter}"
 
 
 def tag_key(prefix: str, tag: str) -> str:
     return f"{prefix}:tag:{tag}"
 
 
-_LEASE_KEY_LUA = """
-local function lease_key(k)
-  local s = string.find(k, '{', 1, true)
+_COMMON_LUA = f"""
+local function slot_base(k)
+  local s = string.find(k, '{{', 1, true)
   if s then
-    local e = string.find(k, '}', s + 1, true)
-    if e and e > s + 1 then return k .. ':lease' end
+    local e = string.find(k, '}}', s + 1, true)
+    if e and e > s + 1 then return k end
   end
-  return '{' .. k .. '}:lease'
+  return '{{' .. k .. '}}'
 end
-"""
 
-# Record a key as a member of the tag sets KEYS[first..], keeping each set alive as
-# long as its longest-lived member; drop up to two members that no longer exist.
-_TAG_LUA = """
+-- Hand msg to every process waiting on a key (given its waiters set), once.
+local function wake(waiters, msg)
+  local base = string.sub(waiters, 1, -9)  -- strip ':waiters'
+  for _, id in ipairs(redis.call('SMEMBERS', waiters)) do
+    local list = base .. ':wake:' .. id
+    redis.call('RPUSH', list, msg)
+    redis.call('PEXPIRE', list, {WAKE_MS})
+  end
+  redis.call('DEL', waiters)
+end
+
+-- Record a key as a member of the tag sets KEYS[first..], keeping each set alive as
+-- long as its longest-lived member; with sweep, drop up to two members that are gone.
 local function tag_members(first, member, px, sweep)
   for i = first, #KEYS do
     redis.call('SADD', KEYS[i], member)
     if redis.call('PTTL', KEYS[i]) < px then redis.call('PEXPIRE', KEYS[i], px) end
     if sweep then
       for _, m in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
-        if m ~= member and redis.call('EXISTS', m, lease_key(m)) == 0 then redis.call('SREM', KEYS[i], m) end
+        if m ~= member and redis.call('EXISTS', m, slot_base(m) .. ':lease') == 0 then
+          redis.call('SREM', KEYS[i], m)
+        end
       end
     end
   end
 end
 """
 
-#: KEYS: entry, lease, tag sets...; ARGV: now (client seconds), holder, lease ms, record ms, force.
-#: Returns {entry} when a fresh entry is there (and force is 0), else {nil, epoch, holder}:
-#: the holder is ARGV[2] when this call took the lease, another one's while it is held.
+#: KEYS: entry, lease, waiters, tag sets...
+#: ARGV: now (client seconds), candidate holder (also this wait's id), lease ms, record ms, force,
+#: this process's holder prefix.
+#: Returns {entry} when a fresh entry is there (and force is 0); {nil, epoch, holder} when this
+#: call took the lease; {nil, epoch, holder, ms left} when another holds it. A holder of another
+#: process registers the caller as a waiter, to be woken through its wake list.
 ACQUIRE = (
-    _LEASE_KEY_LUA
-    + _TAG_LUA
+    _COMMON_LUA
     + """
 local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'string' and ARGV[5] == '0' and #v >= 38
@@ -91,64 +119,62 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rec = redis.call('HMGET', KEYS[2], 'e', 'h', 't')
 local epoch = rec[1] or ARGV[2]
-if rec[2] and tonumber(rec[3]) > now then return {false, epoch, rec[2]} end
+if rec[2] and tonumber(rec[3]) > now then
+  if string.sub(rec[2], 1, #ARGV[6]) ~= ARGV[6] then
+    redis.call('SADD', KEYS[3], ARGV[2])
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
+  return {false, epoch, rec[2], tonumber(rec[3]) - now}
+end
 redis.call('HSET', KEYS[2], 'e', epoch, 'h', ARGV[2], 't', now + tonumber(ARGV[3]))
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-tag_members(3, KEYS[1], tonumber(ARGV[4]), false)
+tag_members(4, KEYS[1], tonumber(ARGV[4]), false)
 return {false, epoch, ARGV[2]}
 """
 )
 
-#: KEYS: entry, lease, tag sets...; ARGV: epoch, holder, payload, px. Returns 1 if stored.
+#: KEYS: entry, lease, waiters, tag sets...; ARGV: epoch, holder, payload, px. Returns 1 if stored.
 SET = (
-    _LEASE_KEY_LUA
-    + _TAG_LUA
+    _COMMON_LUA
     + """
 local rec = redis.call('HMGET', KEYS[2], 'e', 'h')
 if rec[1] ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 if rec[2] == ARGV[2] then redis.call('HDEL', KEYS[2], 'h', 't') end
-tag_members(3, KEYS[1], tonumber(ARGV[4]), true)
-redis.call('PUBLISH', KEYS[2], ARGV[3])
+tag_members(4, KEYS[1], tonumber(ARGV[4]), true)
+wake(KEYS[3], ARGV[3])
 return 1
 """
 )
 
-#: KEYS: entry, lease; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
-RELEASE = """
+#: KEYS: entry, lease, waiters; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
+RELEASE = (
+    _COMMON_LUA
+    + """
 if redis.call('HGET', KEYS[2], 'h') == ARGV[1] then
   redis.call('HDEL', KEYS[2], 'h', 't')
-  redis.call('PUBLISH', KEYS[2], '0')
+  wake(KEYS[3], '0')
 end
 return 0
 """
+)
 
-#: KEYS: entry, lease. Returns {entry or nil, holder or nil, ms left on the holder's lease}.
-PEEK = """
-local v = redis.pcall('GET', KEYS[1])
-if type(v) ~= 'string' then v = false end
-local rec = redis.call('HMGET', KEYS[2], 'h', 't')
-local left = 0
-if rec[2] then
-  local t = redis.call('TIME')
-  left = tonumber(rec[2]) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-end
-return {v, rec[1], left}
-"""
-
-#: KEYS: n (entry, lease) pairs, then tag sets; ARGV: n. Deletes the entries, their
-#: leases (revoking every outstanding fill and waking its waiters) and the tags' members.
+#: KEYS: n (entry, lease, waiters) triples, then tag sets; ARGV: n. Deletes the entries, their
+#: leases (revoking every outstanding fill) and the tags' members, and wakes their waiters.
 DELETE = (
-    _LEASE_KEY_LUA
+    _COMMON_LUA
     + """
-local function drop(k, l)
-  redis.call('DEL', k)
-  if redis.call('DEL', l) == 1 then redis.call('PUBLISH', l, '0') end
+local function drop(k, l, w)
+  redis.call('DEL', k, l)
+  wake(w, '0')
 end
 local n = tonumber(ARGV[1])
-for i = 1, n do drop(KEYS[2 * i - 1], KEYS[2 * i]) end
-for i = 2 * n + 1, #KEYS do
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[i])) do drop(m, lease_key(m)) end
+for i = 1, n do drop(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]) end
+for i = 3 * n + 1, #KEYS do
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    local base = slot_base(m)
+    drop(m, base .. ':lease', base .. ':waiters')
+  end
   redis.call('DEL', KEYS[i])
 end
 return 0

@@ -557,3 +557,41 @@ def test_a_value_handed_to_an_earlier_wait_is_never_served_to_a_later_one(
     assert found is not None and found.value == "new"
     time.sleep(0.05)
     assert not client.exists("{" + key + "}:waiters")  # the hand-over cleared the waiters
+
+
+def test_sixteen_threads_missing_one_key_run_the_function_once(rstore: RedisStore) -> None:
+    barrier = threading.Barrier(16)
+    calls = []
+
+    @cache_aside(ttl=60, store=rstore)
+    def f(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.2)
+        return x * 10
+
+    def go() -> int:
+        barrier.wait(5)
+        return f(3)
+
+    threads = [in_thread(go) for _ in range(16)]
+    for t, _ in threads:
+        t.join(10)
+    assert [out for _, out in threads] == [[30]] * 16
+    assert calls == [3] and f.stats().misses == 16
+
+
+def test_sixteen_tasks_missing_one_key_run_the_function_once(redis_server: RedisServer) -> None:
+    with redis_store(redis_server, asyncio=True) as store:
+        calls = []
+
+        @cache_aside(ttl=60, store=store)
+        async def f(x: int) -> int:
+            calls.append(x)
+            await asyncio.sleep(0.2)
+            return x * 10
+
+        async def scenario() -> list[int]:
+            return list(await asyncio.gather(*(f(3) for _ in range(16))))
+
+        assert LOOP.run_until_complete(scenario()) == [30] * 16
+        assert calls == [3]

@@ -150,9 +150,11 @@ class CallSite:
         return max(self.stale_while_revalidate, self.stale_if_error)
 
     def ttl_for(self, value: Any) -> float:
-        from .config import settings, to_seconds
-
         ttl = self.ttl
+        if isinstance(ttl, float):
+            return ttl
+        from .config import settings, to_seconds  # the configured default, read at call time
+
         if ttl is None:
             return settings.ttl
         if callable(ttl):

@@ -124,7 +124,7 @@ class RedisStore:
         self.clock = clock
         self._lease_ms = max(1, int(self.lease_timeout * 1000))
         self._record_ms = max(_MIN_RECORD_MS, 10 * self._lease_ms)
-        self._acquire = self.client.register_script(lua.ACQUIRE)
+        self._acquire = self.client.register_script(lua.acquire_script(self._lease_ms, self._record_ms))
         self._set = self.client.register_script(lua.SET)
         self._release = self.client.register_script(lua.RELEASE)
         self._delete = self.client.register_script(lua.DELETE)
@@ -190,8 +190,8 @@ class RedisStore:
 
     def _acquire_args(self, key: str, tags: Collection[str], holder: str, force: bool) -> dict[str, Any]:
         # force: take (or share) the lease even when a fresh entry is there (refreshes, unreadable bytes)
-        keys = [key, lua.lease_key(key), lua.waiters_key(key), *(lua.tag_key(self.prefix, t) for t in tags)]
-        args = [repr(self.clock()), holder, self._lease_ms, self._record_ms, 1 if force else 0, self._process()]
+        keys = [key, *(lua.tag_key(self.prefix, t) for t in tags)] if tags else [key]
+        args = [repr(self.clock()), holder, "1"] if force else [repr(self.clock()), holder]
         return {"keys": keys, "args": args}
 
     def _lease(self, key: str, holder: str, reply: Sequence[Any]) -> Lease | None:
@@ -214,17 +214,17 @@ class RedisStore:
         payload = encode(key, entry, self.serializer)  # SerializationError before any I/O
         epoch, holder = _token(lease)
         px = max(1, int(entry.retain * 1000))
-        keys = [key, lua.lease_key(key), lua.waiters_key(key), *(lua.tag_key(self.prefix, t) for t in entry.tags)]
+        keys = [key, *(lua.tag_key(self.prefix, t) for t in entry.tags)] if entry.tags else [key]
         return {"keys": keys, "args": [epoch, holder, payload, px]}
 
     def _release_args(self, key: str, lease: Lease) -> dict[str, Any]:
-        return {"keys": [key, lua.lease_key(key), lua.waiters_key(key)], "args": [_token(lease)[1]]}
+        return {"keys": [key], "args": [_token(lease)[1]]}
 
     def _delete_args(self, keys: Collection[str], tags: Collection[str]) -> dict[str, Any]:
-        unique = list(dict.fromkeys(keys))
-        names = [name for key in unique for name in (key, lua.lease_key(key), lua.waiters_key(key))]
+        names = list(dict.fromkeys(keys))
+        count = len(names)
         names.extend(lua.tag_key(self.prefix, t) for t in dict.fromkeys(tags))
-        return {"keys": names, "args": [len(unique)]}
+        return {"keys": names, "args": [count]}
 
     def _entry(self, key: str, data: bytes | None) -> Entry | None:
         return None if data is None else decode(key, data, self.serializer)

@@ -23,14 +23,15 @@ computes and how long others wait. A set clears its own holder but keeps the
 epoch, so that another computation under the same epoch can still store; the
 hash expires ``record ms`` after the last miss that took a lease on the key.
 
-Every key a script declares shares one slot (for Redis Cluster). The delete
-script also touches the members of tag sets, which it reads at run time; on a
-cluster those are grouped per slot by the store (see docs/design.md).
+The scripts are given entry keys and tag sets; the keys they derive from an entry
+key (its lease, waiters and wake lists) are in that entry key's slot (for Redis
+Cluster). The delete script also touches the members of tag sets, which it reads
+at run time; on a cluster those are to be grouped per slot (see docs/design.md).
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "lease_key", "tag_key", "waiters_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "acquire_script", "lease_key", "tag_key", "waiters_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
@@ -100,83 +101,96 @@ local function tag_members(first, member, px, sweep)
 end
 """
 
-#: KEYS: entry, lease, waiters, tag sets...
-#: ARGV: now (client seconds), candidate holder (also this wait's id), lease ms, record ms, force,
-#: this process's holder prefix.
-#: Returns {entry} when a fresh entry is there (and force is 0); {nil, epoch, holder} when this
+# Every script is given the entry keys (and tag sets) only: the lease hash, waiters set and
+# wake lists are derived from an entry key here, and share its hash slot. Fewer arguments
+# matter: packing them is most of a client's cost per command.
+
+#: KEYS: entry, tag sets...; ARGV: now (client seconds), candidate holder (also this wait's id),
+#: and "1" to take the lease even over a fresh entry. LEASE_MS and RECORD_MS are the store's.
+#: Returns {entry} when a fresh entry is there (and not forced); {nil, epoch, holder} when this
 #: call took the lease; {nil, epoch, holder, ms left} when another holds it. A holder of another
 #: process registers the caller as a waiter, to be woken through its wake list.
 ACQUIRE = (
     _COMMON_LUA
     + """
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'string' and ARGV[5] == '0' and #v >= 38
+local key = KEYS[1]
+local v = redis.pcall('GET', key)
+if type(v) == 'string' and ARGV[3] == nil and #v >= 38
     and string.byte(v, 1) == 202 and string.byte(v, 2) == 1 then
   local stored_at, ttl = struct.unpack('<dd', v, 7)
   if stored_at + ttl > tonumber(ARGV[1]) then return {v} end
 end
+local base = slot_base(key)
+local lease = base .. ':lease'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rec = redis.call('HMGET', KEYS[2], 'e', 'h', 't')
+local rec = redis.call('HMGET', lease, 'e', 'h', 't')
 local epoch = rec[1] or ARGV[2]
 if rec[2] and tonumber(rec[3]) > now then
-  if string.sub(rec[2], 1, #ARGV[6]) ~= ARGV[6] then
-    redis.call('SADD', KEYS[3], ARGV[2])
-    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  local process = string.match(ARGV[2], '^(.*%.)')
+  if string.sub(rec[2], 1, #process) ~= process then
+    redis.call('SADD', base .. ':waiters', ARGV[2])
+    redis.call('PEXPIRE', base .. ':waiters', RECORD_MS)
   end
   return {false, epoch, rec[2], tonumber(rec[3]) - now}
 end
-redis.call('HSET', KEYS[2], 'e', epoch, 'h', ARGV[2], 't', now + tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-tag_members(4, KEYS[1], tonumber(ARGV[4]), false)
+redis.call('HSET', lease, 'e', epoch, 'h', ARGV[2], 't', now + LEASE_MS)
+redis.call('PEXPIRE', lease, RECORD_MS)
+tag_members(2, key, RECORD_MS, false)
 return {false, epoch, ARGV[2]}
 """
 )
 
-#: KEYS: entry, lease, waiters, tag sets...; ARGV: epoch, holder, payload, px. Returns 1 if stored.
+#: KEYS: entry, tag sets...; ARGV: epoch, holder, payload, px. Returns 1 if stored.
 SET = (
     _COMMON_LUA
     + """
-local rec = redis.call('HMGET', KEYS[2], 'e', 'h')
+local key = KEYS[1]
+local base = slot_base(key)
+local rec = redis.call('HMGET', base .. ':lease', 'e', 'h')
 if rec[1] ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-if rec[2] == ARGV[2] then redis.call('HDEL', KEYS[2], 'h', 't') end
-tag_members(4, KEYS[1], tonumber(ARGV[4]), true)
-wake(KEYS[3], ARGV[3])
+redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
+if rec[2] == ARGV[2] then redis.call('HDEL', base .. ':lease', 'h', 't') end
+tag_members(2, key, tonumber(ARGV[4]), true)
+wake(base .. ':waiters', ARGV[3])
 return 1
 """
 )
 
-#: KEYS: entry, lease, waiters; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
+#: KEYS: entry; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
 RELEASE = (
     _COMMON_LUA
     + """
-if redis.call('HGET', KEYS[2], 'h') == ARGV[1] then
-  redis.call('HDEL', KEYS[2], 'h', 't')
-  wake(KEYS[3], '0')
+local base = slot_base(KEYS[1])
+if redis.call('HGET', base .. ':lease', 'h') == ARGV[1] then
+  redis.call('HDEL', base .. ':lease', 'h', 't')
+  wake(base .. ':waiters', '0')
 end
 return 0
 """
 )
 
-#: KEYS: n (entry, lease, waiters) triples, then tag sets; ARGV: n. Deletes the entries, their
-#: leases (revoking every outstanding fill) and the tags' members, and wakes their waiters.
+#: KEYS: n entries, then tag sets; ARGV: n. Deletes the entries, their leases (revoking every
+#: outstanding fill) and the tags' members, and wakes their waiters.
 DELETE = (
     _COMMON_LUA
     + """
-local function drop(k, l, w)
-  redis.call('DEL', k, l)
-  wake(w, '0')
+local function drop(k)
+  local base = slot_base(k)
+  redis.call('DEL', k, base .. ':lease')
+  wake(base .. ':waiters', '0')
 end
 local n = tonumber(ARGV[1])
-for i = 1, n do drop(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]) end
-for i = 3 * n + 1, #KEYS do
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    local base = slot_base(m)
-    drop(m, base .. ':lease', base .. ':waiters')
-  end
+for i = 1, n do drop(KEYS[i]) end
+for i = n + 1, #KEYS do
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[i])) do drop(m) end
   redis.call('DEL', KEYS[i])
 end
 return 0
 """
 )
+
+
+def acquire_script(lease_ms: int, record_ms: int) -> str:
+    """``ACQUIRE`` with a store's lease and record times."""
+    return ACQUIRE.replace("RECORD_MS", str(record_ms)).replace("LEASE_MS", str(lease_ms))

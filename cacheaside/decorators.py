@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -18,8 +19,9 @@ import wrapt
 
 from . import flow
 from .config import settings, to_seconds
-from .drivers import arun, run
+from .drivers import aevict, aget_again, arun, evict, get_again, run
 from .flow import CallSite, Failure
+from .guard import BYPASS
 from .keys import _FORMATTER, ArgMap, KeyBuilder, template_fields
 from .stats import CacheStats
 
@@ -162,15 +164,30 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
             instance = None
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
+        guard = store.guard
+        if guard is not None:
+            verdict = guard.admit()
+            if verdict and (verdict == BYPASS or not evict(store, (), (), site.replay_failed, verdict)):
+                return _without_store(site, verdict, wrapped, args, kwargs)
+            started = time.monotonic()
         try:
             entry = store.get(key)
         except Exception as exc:
-            site.store_failed(Failure(exc), "get")
-            counters.misses += 1
-            return wrapped(*args, **kwargs)
+            try:
+                if guard is None:
+                    raise
+                entry = get_again(store, guard, key, exc, started)
+            except Exception as final:
+                if guard is not None:
+                    guard.failed(final)
+                site.store_failed(Failure(final), "get")
+                counters.misses += 1
+                return wrapped(*args, **kwargs)
         now = store.clock()
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
+            if guard is not None:
+                guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
                 tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
                 run(_spawn(site, store, key, tags, None), store, lambda: wrapped(*args, **kwargs))
@@ -199,15 +216,30 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
             instance = None
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
+        guard = store.guard
+        if guard is not None:
+            verdict = guard.admit()
+            if verdict and (verdict == BYPASS or not await aevict(store, (), (), site.replay_failed, verdict)):
+                return await _without_store(site, verdict, wrapped, args, kwargs)
+            started = time.monotonic()
         try:
             entry = store.get(key) if store.nonblocking else await store.aget(key)
         except Exception as exc:
-            site.store_failed(Failure(exc), "get")
-            counters.misses += 1
-            return await wrapped(*args, **kwargs)
+            try:
+                if guard is None:
+                    raise
+                entry = await aget_again(store, guard, key, exc, started)
+            except Exception as final:
+                if guard is not None:
+                    guard.failed(final)
+                site.store_failed(Failure(final), "get")
+                counters.misses += 1
+                return await wrapped(*args, **kwargs)
         now = store.clock()
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
+            if guard is not None:
+                guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
                 tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
                 loop = asyncio.get_running_loop()
@@ -221,6 +253,14 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
         return outcome.unwrap()
 
     return wrapper
+
+
+def _without_store(site: CallSite, verdict: int, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """A call that may not use the store: the breaker is open (``bypassed``), or owed evictions
+    could not be paid first (an error, counted by the failed eviction)."""
+    if verdict == BYPASS:
+        site.counters.bypassed += 1
+    return wrapped(*args, **kwargs)
 
 
 def _spawn(site: CallSite, store: Any, key: str, tags: Callable[[], tuple[str, ...]], loop: Any) -> flow.Flow:
@@ -292,10 +332,12 @@ def _key(reader: _Reader, instance: Any, skip: bool, args: tuple[Any, ...], kwar
 def _invalidate(reader: _Reader, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     store = reader.resolve_store()
     key = reader.site.keys.build(store.prefix, instance, skip, args, kwargs)
-    evict = flow.evict(store, [key], [], lambda f: reader.site.store_failed(f, "delete"))
+    def failed(f: Failure) -> None:
+        reader.site.store_failed(f, "delete")
+
     if reader.is_async:
-        return _adone(arun(evict, store, _never))
-    run(evict, store, _never)
+        return _adone(aevict(store, [key], [], failed))
+    evict(store, [key], [], failed)
     return None
 
 
@@ -323,10 +365,6 @@ def _refresh(
 
 async def _adone(awaitable: Any) -> None:
     await awaitable
-
-
-def _never() -> Any:  # pragma: no cover - eviction flows never call the function
-    raise AssertionError("eviction flows do not call the function")
 
 
 def _check_ttl(ttl: Any, name: str) -> float | Callable[[Any], float] | None:
@@ -612,7 +650,7 @@ def _make_writer_wrapper(writer: _Writer) -> Callable[..., Any]:
                 return await wrapped(*args, **kwargs)
             finally:
                 for store, (keys, tags) in evictions.items():
-                    await arun(flow.evict(store, keys, tags, writer.on_failure), store, _never)
+                    await aevict(store, keys, tags, writer.on_failure)
 
         return awrapper
 
@@ -624,7 +662,7 @@ def _make_writer_wrapper(writer: _Writer) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         finally:
             for store, (keys, tags) in evictions.items():
-                run(flow.evict(store, keys, tags, writer.on_failure), store, _never)
+                evict(store, keys, tags, writer.on_failure)
 
     return wrapper
 
@@ -683,13 +721,13 @@ def invalidates(
 def invalidate_tags(*tags: str, store: Any = None) -> None:
     """Evict every entry stored with one of ``tags`` (plain tag names, not templates)."""
     target = store if store is not None else settings.store
-    run(flow.evict(target, [], list(tags), _log_failure), target, _never)
+    evict(target, [], list(tags), _log_failure)
 
 
 async def ainvalidate_tags(*tags: str, store: Any = None) -> None:
     """``invalidate_tags`` for async stores."""
     target = store if store is not None else settings.store
-    await arun(flow.evict(target, [], list(tags), _log_failure), target, _never)
+    await aevict(target, [], list(tags), _log_failure)
 
 
 def _log_failure(failure: Failure) -> None:

@@ -1,7 +1,10 @@
 """The two drivers of the flows: blocking calls and threads, or awaits and tasks.
 
 This is the only module where sync and async code exist twice; every decision
-is made in ``flow``.
+is made in ``flow`` (what a read does) and ``guard`` (breaker, retries, owed
+evictions). Here: store operations with retries, one breaker report per call,
+evictions that are owed when the store does not take them, and the background
+replay of owed evictions.
 """
 
 from __future__ import annotations
@@ -9,31 +12,114 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome
+from .guard import BYPASS, REPLAY, REPLAY_INTERVAL, Guard, guard_of
 
-__all__ = ["arun", "run"]
+__all__ = ["aevict", "aget_again", "arun", "evict", "get_again", "run"]
 
 logger = logging.getLogger("cacheaside")
 
-# Background refresh tasks, kept referenced until done (the event loop holds only weak references).
+# Background tasks (refreshes, replays), kept referenced until done (the loop holds only weak references).
 _tasks: set[asyncio.Task[Any]] = set()
 
 
+def _keep(task: asyncio.Task[Any]) -> None:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+# -- store operations with retries ----------------------------------------------------
+
+
+def _call(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
+    if guard is None:
+        return getattr(store, name)(*args)
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return getattr(store, name)(*args)
+        except Exception as exc:
+            delay = guard.retry_after(exc, attempt, started)
+            if delay is None:
+                raise
+        time.sleep(delay)
+        attempt += 1
+
+
+async def _acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
+    if store.nonblocking:  # nothing to await, nothing to retry
+        return getattr(store, name)(*args)
+    method = getattr(store, "a" + name)
+    if guard is None:
+        return await method(*args)
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return await method(*args)
+        except Exception as exc:
+            delay = guard.retry_after(exc, attempt, started)
+            if delay is None:
+                raise
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+def get_again(store: Any, guard: Guard, key: str, exc: Exception, started: float) -> Any:
+    """The hit path's ``get`` failed once (at ``started``): retry it as the policy allows, else raise."""
+    attempt = 1
+    while True:
+        delay = guard.retry_after(exc, attempt, started)
+        if delay is None:
+            raise exc
+        time.sleep(delay)
+        attempt += 1
+        try:
+            return store.get(key)
+        except Exception as again:
+            exc = again
+
+
+async def aget_again(store: Any, guard: Guard, key: str, exc: Exception, started: float) -> Any:
+    """``get_again`` with awaits."""
+    attempt = 1
+    while True:
+        delay = guard.retry_after(exc, attempt, started)
+        if delay is None:
+            raise exc
+        await asyncio.sleep(delay)
+        attempt += 1
+        try:
+            return await store.aget(key)
+        except Exception as again:
+            exc = again
+
+
+# -- flows --------------------------------------------------------------------------------
+
+
 def run(flow: Flow, store: Any, call: Callable[[], Any]) -> Outcome:
-    """Carry out ``flow`` with blocking calls."""
+    """Carry out ``flow`` with blocking calls; report the call's store work to the guard once."""
+    guard = guard_of(store)
+    fault: BaseException | None = None
+    touched = False
     send: Any = None
     try:
         while True:
             op = flow.send(send)
             code = op[0]
             if code == STORE:
+                touched = True
                 try:
-                    send = getattr(store, op[1])(*op[2])
+                    send = _call(store, guard, op[1], op[2])
                 except Exception as exc:
                     send = Failure(exc)
+                    fault = fault or exc
             elif code == CALL:
                 try:
                     send = Outcome(call())
@@ -49,7 +135,16 @@ def run(flow: Flow, store: Any, call: Callable[[], Any]) -> Outcome:
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
+        _report(guard, touched, fault)
         return stop.value  # type: ignore[no-any-return]
+
+
+def _report(guard: Guard | None, touched: bool, fault: BaseException | None) -> None:
+    if guard is not None and touched:
+        if fault is None:
+            guard.ok()
+        else:
+            guard.failed(fault)
 
 
 def _background(make: Callable[[], Flow], store: Any, call: Callable[[], Any]) -> None:
@@ -60,20 +155,21 @@ def _background(make: Callable[[], Flow], store: Any, call: Callable[[], Any]) -
 
 async def arun(flow: Flow, store: Any, call: Callable[[], Awaitable[Any]]) -> Outcome:
     """Carry out ``flow`` with awaits (store methods with an ``a`` prefix, unless the store never blocks)."""
-    direct = store.nonblocking
+    guard = guard_of(store)
+    fault: BaseException | None = None
+    touched = False
     send: Any = None
     try:
         while True:
             op = flow.send(send)
             code = op[0]
             if code == STORE:
+                touched = True
                 try:
-                    if direct:
-                        send = getattr(store, op[1])(*op[2])
-                    else:
-                        send = await getattr(store, "a" + op[1])(*op[2])
+                    send = await _acall(store, guard, op[1], op[2])
                 except Exception as exc:
                     send = Failure(exc)
+                    fault = fault or exc
             elif code == CALL:
                 try:
                     send = Outcome(await call())
@@ -83,13 +179,12 @@ async def arun(flow: Flow, store: Any, call: Callable[[], Awaitable[Any]]) -> Ou
                 # Shielded: a cancelled joiner must not cancel the leader's result for the others.
                 send = await asyncio.shield(op[1].future)
             elif code == SPAWN:
-                task = asyncio.ensure_future(_abackground(op[1], store, call))
-                _tasks.add(task)
-                task.add_done_callback(_tasks.discard)
+                _keep(asyncio.ensure_future(_abackground(op[1], store, call)))
                 send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
+        _report(guard, touched, fault)
         return stop.value  # type: ignore[no-any-return]
 
 
@@ -97,3 +192,154 @@ async def _abackground(make: Callable[[], Flow], store: Any, call: Callable[[], 
     outcome = await arun(make(), store, call)
     if outcome.exc is not None:
         logger.debug("background refresh failed: %s", type(outcome.exc).__name__)
+
+
+# -- evictions --------------------------------------------------------------------------------
+
+
+def evict(
+    store: Any,
+    keys: Collection[str],
+    tags: Collection[str],
+    on_failure: Callable[[Failure], None],
+    verdict: int | None = None,
+) -> bool:
+    """Evict ``keys`` and ``tags`` (with evictions owed from before), or owe them; never raises.
+
+    With no keys and tags this pays what is owed: a read calls it before it may use
+    the store again, passing the guard's ``verdict`` it already got (a half-open probe
+    must not ask twice). Returns whether the store took everything.
+    """
+    guard = guard_of(store)
+    if guard is None:
+        try:
+            if keys or tags:
+                store.delete(keys, tags)
+        except Exception as exc:
+            on_failure(Failure(exc))
+            return False
+        return True
+    if verdict is None:
+        verdict = guard.admit()
+    if verdict == BYPASS:
+        _owe(store, guard, keys, tags)
+        return False
+    owed_keys, owed_tags, purge = guard.owed() if verdict == REPLAY else ([], [], False)
+    try:
+        if purge:
+            _call(store, guard, "purge", ())
+        if keys or tags or owed_keys or owed_tags:
+            _call(store, guard, "delete", ([*owed_keys, *keys], [*owed_tags, *tags]))
+    except Exception as exc:
+        guard.failed(exc)
+        if guard.is_fault(exc):
+            _owe(store, guard, keys, tags)
+        on_failure(Failure(exc))
+        return False
+    guard.paid(owed_keys, owed_tags, purge)
+    guard.ok()
+    return True
+
+
+async def aevict(
+    store: Any,
+    keys: Collection[str],
+    tags: Collection[str],
+    on_failure: Callable[[Failure], None],
+    verdict: int | None = None,
+) -> bool:
+    """``evict`` with awaits."""
+    guard = guard_of(store)
+    if guard is None:
+        try:
+            if keys or tags:
+                await _acall(store, None, "delete", (keys, tags))
+        except Exception as exc:
+            on_failure(Failure(exc))
+            return False
+        return True
+    if verdict is None:
+        verdict = guard.admit()
+    if verdict == BYPASS:
+        _owe(store, guard, keys, tags)
+        return False
+    owed_keys, owed_tags, purge = guard.owed() if verdict == REPLAY else ([], [], False)
+    try:
+        if purge:
+            await _acall(store, guard, "purge", ())
+        if keys or tags or owed_keys or owed_tags:
+            await _acall(store, guard, "delete", ([*owed_keys, *keys], [*owed_tags, *tags]))
+    except Exception as exc:
+        guard.failed(exc)
+        if guard.is_fault(exc):
+            _owe(store, guard, keys, tags)
+        on_failure(Failure(exc))
+        return False
+    guard.paid(owed_keys, owed_tags, purge)
+    guard.ok()
+    return True
+
+
+def _owe(store: Any, guard: Guard, keys: Collection[str], tags: Collection[str]) -> None:
+    """Record evictions the store did not take, and make sure something keeps offering them to it."""
+    if keys or tags:
+        guard.owe(keys, tags)
+    if not guard.owes or not guard.start_replay():
+        return
+    if store.serves_sync:
+        threading.Thread(target=_replay, args=(store, guard), daemon=True, name="cacheaside-replay").start()
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop to run on: reads pay what is owed before they use the store
+        guard.stop_replay()
+        return
+    _keep(loop.create_task(_areplay(store, guard)))
+
+
+def _replay(store: Any, guard: Guard) -> None:
+    """Offer owed evictions to the store every REPLAY_INTERVAL, whatever the breaker says, until taken.
+
+    Other processes read the store directly: they stop seeing evicted values only once
+    the store takes these, so this does not wait for the breaker's reset_timeout.
+    """
+    while True:
+        keys, tags, purge = guard.owed()
+        try:
+            if purge:
+                store.purge()
+            if keys or tags:
+                store.delete(keys, tags)
+        except Exception as exc:
+            logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
+        else:
+            guard.paid(keys, tags, purge)
+            if guard.stop_replay():
+                logger.info("%s: owed evictions applied", guard.name)
+                return
+            continue
+        time.sleep(REPLAY_INTERVAL)
+
+
+async def _areplay(store: Any, guard: Guard) -> None:
+    """``_replay`` on the event loop of the async store's client."""
+    try:
+        while True:
+            keys, tags, purge = guard.owed()
+            try:
+                if purge:
+                    await store.apurge()
+                if keys or tags:
+                    await store.adelete(keys, tags)
+            except Exception as exc:
+                logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
+            else:
+                guard.paid(keys, tags, purge)
+                if guard.stop_replay():
+                    logger.info("%s: owed evictions applied", guard.name)
+                    return
+                continue
+            await asyncio.sleep(REPLAY_INTERVAL)
+    except BaseException:
+        guard.replaying = False  # the loop is going away: reads pay what is owed instead
+        raise

@@ -32,7 +32,7 @@ from .exceptions import CacheWarning, SerializationError
 from .keys import KeyBuilder
 from .stats import Counters
 
-__all__ = ["CALL", "JOIN", "SPAWN", "STORE", "CallSite", "Failure", "Flight", "Outcome", "evict", "read", "refresh"]
+__all__ = ["CALL", "JOIN", "SPAWN", "STORE", "CallSite", "Failure", "Flight", "Outcome", "read", "refresh"]
 
 logger = logging.getLogger("cacheaside")
 
@@ -201,6 +201,10 @@ class CallSite:
             self._corrupt_seen = True
             logger.warning("%s: an unreadable entry was found in the store; it is recomputed and overwritten",
                            self.name)
+
+    def replay_failed(self, failure: Failure) -> None:
+        """Evictions owed to the store could not be paid before this call's read."""
+        self.store_failed(failure, "eviction replay")
 
     def store_ok(self) -> None:
         if self.failing:
@@ -374,11 +378,3 @@ def refresh(
             return Outcome()
         return (yield from _lead(site, store, key, lease, tags, None, fkey, flight))
     return (yield from _compute(site, store, key, lease, tags, None))
-
-
-def evict(store: Any, keys: list[str], tags: list[str], on_failure: Callable[[Failure], None]) -> Flow:
-    """Evict keys and tags from one store in one operation."""
-    done = yield (STORE, "delete", (keys, tags))
-    if isinstance(done, Failure):
-        on_failure(done)
-    return Outcome()

@@ -79,7 +79,8 @@ class CircuitBreaker:
             state = self.state
             if state == "closed":
                 return True
-            if state == "half_open" and not self._probing:
+            if state == "half_open" and (not self._probing or self._clock() - self._since >= self.reset_timeout):
+                # A probe that never reported (its caller died) does not block probing for good.
                 self._state, self._since, self._probing = "half_open", self._clock(), True
                 return True
             return False

@@ -16,6 +16,7 @@ LAYERS = {
     "cacheaside.keys": ["cacheaside.stores", "cacheaside.flow", "cacheaside.decorators", "cacheaside.config"],
     "cacheaside.serializers": ["cacheaside.stores", "cacheaside.flow", "cacheaside.decorators"],
     "cacheaside.resilience": ["cacheaside.stores", "cacheaside.flow", "cacheaside.decorators"],
+    "cacheaside.guard": ["cacheaside.stores", "cacheaside.flow", "cacheaside.drivers", "cacheaside.decorators"],
     "cacheaside.stores.memory": ["cacheaside.flow", "cacheaside.decorators", "cacheaside.drivers"],
     "cacheaside.flow": ["cacheaside.decorators", "cacheaside.drivers", "cacheaside.stores.memory"],
     "cacheaside.drivers": ["cacheaside.decorators"],

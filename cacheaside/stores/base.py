@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Protocol, runtime_checkable
 
 from .._types import Entry, Lease
+from ..guard import Guard
 
 __all__ = ["AsyncStore", "Store", "StoreInfo"]
 
@@ -31,6 +32,8 @@ class StoreInfo(Protocol):
     serves_async: bool
     #: True when the sync methods never block on I/O, so async code may call them directly.
     nonblocking: bool
+    #: Breaker, retries and owed evictions for a store that can fail (None for one that can't).
+    guard: Guard | None
 
 
 @runtime_checkable

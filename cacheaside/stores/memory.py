@@ -11,6 +11,7 @@ from dataclasses import replace
 from cachetools import TLRUCache
 
 from .._types import Entry, Lease
+from ..guard import Guard
 from ..serializers import Serializer
 
 __all__ = ["MemoryStore"]
@@ -40,6 +41,8 @@ class MemoryStore:
     serves_sync = True
     serves_async = True
     nonblocking = True
+    #: Nothing here fails the way a remote store does: no breaker, retries or owed evictions.
+    guard: Guard | None = None
 
     def __init__(
         self,

@@ -13,9 +13,11 @@ with the same helpers; only the call (blocking or awaited) differs.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -24,6 +26,8 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 
 from .._types import CORRUPT, Entry, Lease
+from ..exceptions import CacheWarning
+from ..guard import Guard
 from ..resilience import CircuitBreaker, Retry
 from ..serializers import MsgpackSerializer, Serializer
 from . import redis_scripts as lua
@@ -61,6 +65,42 @@ def _is_async_client(client: object) -> bool:
         f"RedisStore: client must be a redis.Redis or redis.asyncio.Redis (or a cluster client), "
         f"got {type(client).__name__}; or use RedisStore.from_url(url)."
     )
+
+
+#: Replies that mean the server cannot do its job now (not that the request was wrong).
+_FAULT_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "MISCONF", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def is_fault(exc: BaseException) -> bool:
+    """A store fault, which counts against the breaker: unreachable, too slow, or unable to serve."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _FAULT_REPLIES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault worth one more quick try: the connection failed (a timeout already spent the budget)."""
+    return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
+
+
+def _stall_risks(client: Any) -> list[str]:
+    """Client settings under which an outage would hold callers for seconds."""
+    risks = []
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is not None and kwargs.get("socket_timeout") is None:
+        risks.append("no socket_timeout (a hung server holds a call forever)")
+    get_retry = getattr(client, "get_retry", None)
+    retry = get_retry() if get_retry is not None else None
+    retries = retry.get_retries() if retry is not None else 0
+    if retries:
+        risks.append(f"redis-py's own retries on ({retries}, each up to the socket timeout)")
+    return risks
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _token(lease: Lease) -> tuple[bytes, bytes]:
@@ -130,6 +170,23 @@ class RedisStore:
         self._delete = self.client.register_script(lua.DELETE)
         timeout = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
+        self.guard = Guard(
+            name=repr(self),
+            breaker=self.breaker,
+            retry=self.retry,
+            is_fault=is_fault,
+            is_transient=is_transient,
+            budget=timeout or 0.25,
+        )
+        risks = _stall_risks(client)
+        if risks:
+            warnings.warn(
+                f"RedisStore: the client has {' and '.join(risks)}; while Redis is down or hung, every cached "
+                "call would stall. Create it with socket_timeout=0.25, socket_connect_timeout=0.25 and "
+                "retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), as RedisStore.from_url(url) does.",
+                CacheWarning,
+                stacklevel=2,
+            )
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
 
@@ -279,6 +336,22 @@ class RedisStore:
         if keys or tags:
             self._delete(**self._delete_args(keys, tags))
 
+    def purge(self) -> None:
+        """Delete every key under the prefix (SCAN + UNLINK): only after owed evictions overflowed."""
+        for pattern in self._purge_patterns():
+            batch: list[Any] = []
+            for name in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(name)
+                if len(batch) >= 500:
+                    self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                self.client.unlink(*batch)
+
+    def _purge_patterns(self) -> list[str]:
+        prefix = _glob_escape(self.prefix)
+        return [f"{prefix}:*", "{" + f"{prefix}:*"]
+
     # -- AsyncStore (asyncio client) ---------------------------------------------------
 
     async def aget(self, key: str) -> Entry | None:
@@ -311,6 +384,17 @@ class RedisStore:
             if reply is not None:
                 return self._woken(key, reply)
         return None
+
+    async def apurge(self) -> None:
+        for pattern in self._purge_patterns():
+            batch: list[Any] = []
+            async for name in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(name)
+                if len(batch) >= 500:
+                    await self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                await self.client.unlink(*batch)
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:

@@ -1,0 +1,176 @@
+"""The policy between decorated calls and a remote store: breaker, retries, and evictions owed.
+
+A ``Guard`` belongs to one store (``RedisStore.guard``) and is shared by every
+call site on it. It decides, with no I/O of its own:
+
+- whether a call may use the store (``admit``): the circuit breaker's verdict,
+  and whether evictions that failed earlier must be applied first;
+- what one decorated call's store work amounted to (``ok`` / ``failed``): one
+  report per call, and only store faults count against the breaker;
+- whether a failed operation is worth another try (``retry_after``), within
+  the call's budget, so that a retry never doubles a caller's wait;
+- which evictions are owed to the store (``owe`` / ``owed`` / ``paid``): bounded,
+  argument values never logged, and collapsed into a wholesale purge of the
+  store's prefix when the record overflows.
+
+The drivers carry out the I/O (blocking or awaited) and the background replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .resilience import CircuitBreaker, Retry
+
+__all__ = ["ADMIT", "BYPASS", "REPLAY", "Guard"]
+
+logger = logging.getLogger("cacheaside")
+
+#: ``admit`` verdicts.
+ADMIT, BYPASS, REPLAY = 0, 1, 2
+
+#: How often owed evictions are retried in the background (the contract says at least once a second).
+REPLAY_INTERVAL = 0.5
+
+
+class Guard:
+    """Breaker, retry policy and owed evictions of one store."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        breaker: CircuitBreaker | None,
+        retry: Retry | None,
+        is_fault: Callable[[BaseException], bool],
+        is_transient: Callable[[BaseException], bool],
+        budget: float,
+        max_owed: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.retry = retry
+        self.is_fault = is_fault
+        self.is_transient = is_transient
+        #: Seconds one store operation may take, retries included.
+        self.budget = budget
+        self.max_owed = max_owed
+        self._lock = threading.Lock()
+        self._keys: dict[str, None] = {}
+        self._tags: dict[str, None] = {}
+        #: The record overflowed: everything under the store's prefix must go.
+        self._purge = False
+        #: A background replay is running (a thread, or a task on some event loop).
+        self.replaying = False
+
+    def __repr__(self) -> str:
+        return f"Guard({self.name}, owed={len(self._keys) + len(self._tags)}, purge={self._purge})"
+
+    # -- admission and reports -----------------------------------------------------
+
+    def admit(self) -> int:
+        """``ADMIT``, ``BYPASS`` (breaker open: don't touch the store) or ``REPLAY`` (pay owed evictions first)."""
+        breaker = self.breaker
+        owed = self._keys or self._tags or self._purge
+        if breaker is not None and (breaker._state != "closed" or owed) and not breaker.allow():
+            return BYPASS
+        return REPLAY if owed else ADMIT
+
+    def ok(self) -> None:
+        """A decorated call (or eviction) whose store work all succeeded."""
+        breaker = self.breaker
+        if breaker is not None and (breaker._state != "closed" or breaker._failures):
+            self._log(breaker.success())
+
+    def failed(self, exc: BaseException) -> None:
+        """A decorated call (or eviction) whose store work failed; only store faults count."""
+        if self.breaker is not None and self.is_fault(exc):
+            self._log(self.breaker.failure(exc))
+
+    def _log(self, changed: str | None) -> None:
+        if changed == "open":
+            assert self.breaker is not None
+            snap = self.breaker.snapshot()
+            logger.warning(
+                "%s: circuit open after %s; calls skip the store for %.3g s",
+                self.name, snap.last_error_type, self.breaker.reset_timeout,
+            )
+        elif changed == "closed":
+            logger.info("%s: circuit closed; the store answers again", self.name)
+
+    # -- retries -------------------------------------------------------------------
+
+    def retry_after(self, exc: BaseException, attempt: int, started: float) -> float | None:
+        """Seconds to wait before try ``attempt + 1``, or None for no retry.
+
+        Only transient faults are retried, never in half_open (the probe must be quick),
+        and never past the operation's budget measured from its first try.
+        """
+        retry = self.retry
+        if retry is None or attempt >= retry.attempts or not self.is_transient(exc):
+            return None
+        if self.breaker is not None and self.breaker._state != "closed":
+            return None
+        delay = retry.delay(attempt)
+        if time.monotonic() - started + delay >= self.budget:
+            return None
+        return delay
+
+    # -- owed evictions ----------------------------------------------------------------
+
+    @property
+    def owes(self) -> bool:
+        return bool(self._keys or self._tags or self._purge)
+
+    def owe(self, keys: Collection[str], tags: Collection[str]) -> None:
+        """Record evictions the store did not take; beyond ``max_owed``, owe a purge of the prefix instead."""
+        with self._lock:
+            if self._purge:
+                return
+            self._keys.update(dict.fromkeys(keys))
+            self._tags.update(dict.fromkeys(tags))
+            if len(self._keys) + len(self._tags) > self.max_owed:
+                self._keys.clear()
+                self._tags.clear()
+                self._purge = True
+                logger.warning("%s: too many evictions owed; every entry under the prefix will be purged", self.name)
+
+    def owed(self) -> tuple[list[str], list[str], bool]:
+        """What is owed now: (keys, tags, purge)."""
+        with self._lock:
+            return list(self._keys), list(self._tags), self._purge
+
+    def paid(self, keys: Collection[str], tags: Collection[str], purge: bool) -> None:
+        """The store took these (evictions owed since stay owed)."""
+        with self._lock:
+            for k in keys:
+                self._keys.pop(k, None)
+            for t in tags:
+                self._tags.pop(t, None)
+            if purge:
+                self._purge = False
+
+    def start_replay(self) -> bool:
+        """Claim the background replay; False when one is already running."""
+        with self._lock:
+            if self.replaying:
+                return False
+            self.replaying = True
+            return True
+
+    def stop_replay(self) -> bool:
+        """Give the background replay up unless more became owed meanwhile (then keep going)."""
+        with self._lock:
+            if self._keys or self._tags or self._purge:
+                return False
+            self.replaying = False
+            return True
+
+
+def guard_of(store: Any) -> Guard | None:
+    """The store's guard, if it has one (remote stores do; ``MemoryStore`` needs none)."""
+    return getattr(store, "guard", None)

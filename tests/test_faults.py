@@ -1,0 +1,406 @@
+"""API.md "Failure": outages, hangs, pauses, restarts and full memory never reach the caller.
+
+Every test starts its own redis-server and breaks it (SIGKILL, SIGSTOP, CLIENT
+PAUSE, DEBUG SLEEP, restart, maxmemory). Each checks that no exception reaches
+the caller, that every value returned is the right one, and the breaker's
+sequence of states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as ClientRetry
+
+from cacheaside import CacheWarning, CircuitBreaker, RedisStore, cache_aside, invalidates
+
+from .helpers import LOOP
+from .redis_server import REDIS_SERVER, RedisServer, free_port
+
+pytestmark = pytest.mark.redis
+
+RESET = 0.3  # the breakers' reset_timeout here
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A server of the test's own, to break (``redis_server`` only makes the skip/fail decision)."""
+    own = RedisServer("--enable-debug-command", "yes")
+    yield own
+    own.resume() if own.proc is not None and own.proc.poll() is None else None
+    own.stop()
+
+
+def make_store(url: str, *, asyncio: bool = False, **options: Any) -> RedisStore:
+    options.setdefault("socket_timeout", 0.2)
+    options.setdefault("socket_connect_timeout", 0.2)
+    options.setdefault("breaker", CircuitBreaker(3, RESET))
+    options.setdefault("prefix", f"f{uuid.uuid4().hex[:8]}")
+    return RedisStore.from_url(url, asyncio=asyncio, **options)
+
+
+class States:
+    """The breaker's states as calls see them, consecutive repeats collapsed."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.seen: list[str] = []
+        self.look()
+
+    def look(self) -> None:
+        assert self.store.breaker is not None
+        state = self.store.breaker.state
+        if not self.seen or self.seen[-1] != state:
+            self.seen.append(state)
+
+
+def calls(f: Callable[[int], Any], states: States, n: int, x: int = 1) -> list[Any]:
+    out = []
+    for _ in range(n):
+        states.look()
+        out.append(f(x))
+        states.look()
+    return out
+
+
+def until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def source() -> tuple[dict[int, int], Callable[[int], int]]:
+    db = {1: 10, 2: 20}
+
+    def read(x: int) -> int:
+        return db[x]
+
+    return db, read
+
+
+# -- unreachable, killed, restarted ------------------------------------------------------------
+
+
+def test_unreachable_from_the_start_and_zero_connection_attempts_once_open() -> None:
+    store = make_store(f"redis://127.0.0.1:{free_port()}/0")
+    _db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    states = States(store)
+    attempts = []
+    pool = store.client.connection_pool
+    real = pool.get_connection
+
+    def counting(*a: Any, **k: Any) -> Any:
+        attempts.append(1)
+        return real(*a, **k)
+
+    pool.get_connection = counting  # type: ignore[method-assign]
+    assert calls(f, states, 3) == [10, 10, 10]
+    assert store.breaker is not None and store.breaker.state == "open"
+    before = len(attempts)
+    assert calls(f, states, 20) == [10] * 20
+    assert len(attempts) == before  # open: the store is not touched at all
+    assert f.stats().bypassed == 20 and f.stats().errors == 3
+    time.sleep(RESET)
+    assert calls(f, states, 2) == [10, 10]  # one probe, which fails
+    assert states.seen == ["closed", "open", "half_open", "open"]
+    store.client.close()
+
+
+def test_killed_mid_run_then_restarted(server: RedisServer) -> None:
+    store = make_store(server.url)
+    db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    states = States(store)
+    assert calls(f, states, 3) == [10, 10, 10] and f.stats().hits == 2
+    server.kill()
+    db[1] = 11  # the cache is gone with the server: the source answers
+    assert calls(f, states, 6) == [11] * 6
+    server.restart()
+    time.sleep(RESET)
+    assert calls(f, states, 3) == [11, 11, 11]
+    assert states.seen == ["closed", "open", "half_open", "closed"]
+    assert f.stats().hits >= 3  # cached again after the restart
+    store.client.close()
+
+
+def test_restarted_empty_on_the_same_port_between_calls(server: RedisServer) -> None:
+    store = make_store(server.url)
+    db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    states = States(store)
+    assert calls(f, states, 2) == [10, 10]
+    server.restart()  # pooled connections are now dead, and the scripts are gone
+    db[1] = 12
+    assert calls(f, states, 3) == [12, 12, 12]  # a quick retry reconnects; scripts are reloaded
+    assert states.seen == ["closed"] and f.stats().errors == 0
+    store.client.close()
+
+
+# -- hung, paused, sleeping -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGSTOP", "CLIENT PAUSE", "DEBUG SLEEP"])
+def test_a_hung_server_costs_a_bounded_wait_then_nothing(server: RedisServer, how: str) -> None:
+    store = make_store(server.url)
+    _db, read = source()
+
+    def slow(x: int) -> int:
+        time.sleep(0.05)
+        return read(x)
+
+    f = cache_aside(ttl=60, store=store)(slow)
+    states = States(store)
+    assert calls(f, states, 1) == [10]
+    control = redis.Redis.from_url(server.url, socket_timeout=5)
+    sleeper = None
+    if how == "SIGSTOP":
+        server.pause()
+    elif how == "CLIENT PAUSE":
+        control.execute_command("CLIENT", "PAUSE", "2000", "ALL")
+    else:
+        sleeper = threading.Thread(target=lambda: control.execute_command("DEBUG", "SLEEP", "2"))
+        sleeper.start()
+        time.sleep(0.05)
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert f(1) == 10
+        took.append(time.monotonic() - started)
+        states.look()
+    assert max(took) < 1.0
+    assert store.breaker is not None and store.breaker.state == "open"
+    open_took = []
+    for _ in range(10):
+        started = time.monotonic()
+        assert f(1) == 10
+        open_took.append(time.monotonic() - started)
+    assert sorted(open_took)[5] <= 0.05 * 1.1  # no more than the function itself (+10%)
+    if how == "SIGSTOP":
+        server.resume()
+    elif sleeper is not None:
+        sleeper.join(5)
+    else:
+        control.execute_command("CLIENT", "UNPAUSE")
+    time.sleep(RESET)
+    assert until(lambda: (states.look(), f(1) == 10, states.look(), store.breaker.state == "closed")[-1])  # type: ignore[union-attr]
+    assert states.seen[:2] == ["closed", "open"] and states.seen[-1] == "closed"
+    control.close()
+    store.client.close()
+
+
+def test_full_memory_replies_are_survived(server: RedisServer) -> None:
+    store = make_store(server.url)
+    control = redis.Redis.from_url(server.url, socket_timeout=2)
+    control.config_set("maxmemory-policy", "noeviction")
+    control.config_set("maxmemory", "1")  # every write is refused with OOM
+    _db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    states = States(store)
+    assert [f(x) for x in (1, 2, 1, 2)] == [10, 20, 10, 20]
+    states.look()
+    assert states.seen == ["closed", "open"] and f.stats().errors == 3
+    control.config_set("maxmemory", "0")
+    time.sleep(RESET)
+    assert calls(f, states, 2) == [10, 10]
+    assert states.seen[-1] == "closed" and f.stats().hits == 1
+    control.close()
+    store.client.close()
+
+
+# -- no eviction is lost ---------------------------------------------------------------------
+
+
+def test_an_eviction_during_an_outage_is_applied_before_the_next_read(server: RedisServer) -> None:
+    store = make_store(server.url)
+    db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    w = invalidates(f)(lambda x, value: db.__setitem__(x, value))
+    assert f(1) == 10 and f(1) == 10
+    server.pause()  # the old value stays in Redis
+    w(1, 14)  # no exception, and the eviction is owed
+    assert store.guard is not None and store.guard.owes
+    server.resume()
+    assert f(1) == 14  # the owed eviction went first
+    assert f(1) == 14 and not store.guard.owes
+    store.client.close()
+
+
+WRITER = """
+import sys, time
+from cacheaside import RedisStore, cache_aside, invalidates
+url, prefix, path = sys.argv[1:4]
+store = RedisStore.from_url(url, prefix=prefix, socket_timeout=0.2, socket_connect_timeout=0.2)
+
+@cache_aside(ttl=60, key="row:{x}", store=store)
+def read(x):
+    return open(path).read()
+
+@invalidates(read)
+def write(x, value):
+    open(path, "w").write(value)
+
+write(1, "new")
+print("written", flush=True)
+deadline = time.monotonic() + 15
+while store.guard.owes and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("paid" if not store.guard.owes else "still owed", flush=True)
+"""
+
+
+def test_another_process_stops_seeing_the_old_value_within_a_second_of_recovery(
+    server: RedisServer, tmp_path: Any
+) -> None:
+    path = tmp_path / "row"
+    path.write_text("old")
+    store = make_store(server.url)
+
+    @cache_aside(ttl=60, key="row:{x}", store=store)
+    def read(x: int) -> str:
+        return path.read_text()
+
+    assert read(1) == "old" and read(1) == "old"
+    server.pause()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, server.url, store.prefix, str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
+    time.sleep(0.3)
+    server.resume()
+    back = time.monotonic()
+    assert until(lambda: read(1) == "new", timeout=3.0)
+    seen = time.monotonic() - back
+    out, err = writer.communicate(timeout=20)
+    assert "paid" in out, err
+    assert seen < 1.5, seen
+    assert store.breaker is not None and store.breaker.state == "closed"  # this process never failed
+    store.client.close()
+
+
+def test_an_overflowing_record_purges_the_prefix(server: RedisServer) -> None:
+    store = make_store(server.url)
+    assert store.guard is not None
+    store.guard.max_owed = 3
+    db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    w = invalidates(f)(lambda x, value: db.__setitem__(x, value))
+    keep = make_store(server.url, prefix=store.prefix + "x")  # another prefix: untouched
+    g = cache_aside(ttl=60, store=keep)(read)
+    assert [f(1), f(2), g(1)] == [10, 20, 10]
+    server.pause()
+    for x in (1, 2, 3, 4):
+        w(x, 99) if x in db else None
+        db.setdefault(x, 0)
+    w(3, 30)
+    w(4, 40)
+    server.resume()
+    assert store.guard.owed()[2] or not store.guard.owes  # a purge is owed (or already done)
+    assert until(lambda: not store.guard.owes)  # type: ignore[union-attr]
+    assert [f(1), f(2)] == [99, 99]
+    db[1] = 5
+    assert g(1) == 10  # the other prefix kept its entry
+    store.client.close()
+    keep.client.close()
+
+
+# -- configuration warnings -----------------------------------------------------------------------
+
+
+def test_a_client_that_would_stall_callers_warns_once_with_the_fix(server: RedisServer) -> None:
+    slow = redis.Redis.from_url(server.url)  # redis-py's defaults: retries on
+    with pytest.warns(CacheWarning, match="socket_timeout=0.25"):
+        RedisStore(slow)
+    forever = redis.Redis.from_url(server.url, socket_timeout=None, retry=ClientRetry(NoBackoff(), 0))
+    with pytest.warns(CacheWarning, match="no socket_timeout"):
+        RedisStore(forever)
+    fine = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RedisStore(fine)
+    for c in (slow, forever, fine):
+        c.close()
+
+
+# -- asyncio ---------------------------------------------------------------------------------------
+
+
+def test_async_calls_survive_a_hang_and_recover(server: RedisServer) -> None:
+    store = make_store(server.url, asyncio=True)
+    _db, read = source()
+
+    @cache_aside(ttl=60, store=store)
+    async def f(x: int) -> int:
+        return read(x)
+
+    async def scenario() -> list[str]:
+        states = States(store)
+        assert await f(1) == 10
+        server.pause()
+        for _ in range(4):
+            started = time.monotonic()
+            assert await f(1) == 10
+            assert time.monotonic() - started < 1.0
+            states.look()
+        server.resume()
+        await asyncio.sleep(RESET)
+        for _ in range(3):
+            states.look()
+            assert await f(1) == 10
+            states.look()
+        return states.seen
+
+    assert LOOP.run_until_complete(scenario()) == ["closed", "open", "half_open", "closed"]
+    LOOP.run_until_complete(store.client.aclose())
+
+
+def test_a_cancelled_async_leader_lets_its_lease_go(server: RedisServer) -> None:
+    store = make_store(server.url, asyncio=True)
+    other = make_store(server.url, asyncio=True, prefix=store.prefix)
+
+    async def scenario() -> tuple[str, float]:
+        entered = asyncio.Event()
+
+        @cache_aside(ttl=60, key="k", store=store)
+        async def stuck() -> str:
+            entered.set()
+            await asyncio.sleep(30)
+            return "never"
+
+        @cache_aside(ttl=60, key="k", store=other)
+        async def quick() -> str:
+            return "quick"
+
+        task = asyncio.ensure_future(stuck())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        value = await quick()  # not made to wait for lease_timeout (5 s)
+        return value, time.monotonic() - started
+
+    value, waited = LOOP.run_until_complete(scenario())
+    assert value == "quick" and waited < 1.0
+    LOOP.run_until_complete(store.client.aclose())
+    LOOP.run_until_complete(other.client.aclose())
+
+
+def test_redis_server_binary_is_present_for_fault_tests() -> None:
+    assert REDIS_SERVER is not None or not os.environ.get("CACHEASIDE_REQUIRE_REDIS")

@@ -404,3 +404,115 @@ def test_a_cancelled_async_leader_lets_its_lease_go(server: RedisServer) -> None
 
 def test_redis_server_binary_is_present_for_fault_tests() -> None:
     assert REDIS_SERVER is not None or not os.environ.get("CACHEASIDE_REQUIRE_REDIS")
+
+
+# -- soak -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_soak_eight_threads_through_two_kills_and_restarts(redis_server: RedisServer) -> None:
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    try:
+        _soak(server)
+    finally:
+        server.stop()
+
+
+def _soak(server: RedisServer) -> None:
+    store = make_store(server.url, breaker=CircuitBreaker(5, 0.5))
+    rows = 16
+    db = {r: 0 for r in range(rows)}
+    lock = threading.Lock()
+
+    @cache_aside(ttl=60, store=store, key="row:{r}")
+    def read(r: int) -> str:
+        with lock:
+            value = f"row{r}-v{db[r]}"
+        time.sleep(0.002)  # the source of truth is a database, not a dict
+        return value
+
+    @invalidates(read)
+    def write(r: int) -> int:
+        with lock:
+            db[r] += 1
+            return db[r]
+
+    total, threads = 20_000, 8
+    done = [0]
+    log: list[tuple[str, int, float, float, int]] = []
+    errors: list[BaseException] = []
+    wrong: list[str] = []
+    down: list[tuple[float, float]] = []
+    closed_after: list[float] = []
+
+    def worker(seed: int) -> None:
+        import random
+
+        rng = random.Random(seed)
+        mine = []
+        for _ in range(total // threads):
+            r = rng.randrange(rows)
+            start = time.monotonic()
+            try:
+                if rng.random() < 0.1:
+                    version = write(r)
+                    kind = "w"
+                else:
+                    value = read(r)
+                    kind = "r"
+                    name, _, v = value.partition("-v")
+                    version = int(v)
+                    if name != f"row{r}":
+                        wrong.append(value)
+            except BaseException as exc:  # surfaced to a caller: the test fails on any
+                errors.append(exc)
+                continue
+            mine.append((kind, r, start, time.monotonic(), version))
+            done[0] += 1
+        with lock:
+            log.extend(mine)
+
+    def chaos() -> None:
+        for at in (0.2, 0.6):
+            while done[0] < total * at:
+                time.sleep(0.005)
+            went = time.monotonic()
+            server.kill()
+            time.sleep(0.8)
+            server.start()  # with its data (append-only file): old values come back
+            back = time.monotonic()
+            down.append((went, back))
+            assert store.breaker is not None
+            while store.breaker.state != "closed" and time.monotonic() - back < 10:
+                time.sleep(0.005)
+            closed_after.append(time.monotonic() - back)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    monkey = threading.Thread(target=chaos)
+    started = time.monotonic()
+    for t in [*workers, monkey]:
+        t.start()
+    for t in [*workers, monkey]:
+        t.join(120)
+    elapsed = time.monotonic() - started
+
+    stale = 0
+    writes: dict[int, list[tuple[float, int]]] = {}
+    for kind, r, _s, end, version in log:
+        if kind == "w":
+            writes.setdefault(r, []).append((end, version))
+    for kind, r, s, _e, version in log:
+        if kind == "r" and version < max((v for end, v in writes.get(r, []) if end < s), default=0):
+            stale += 1
+    during = sorted(e - s for _k, _r, s, e, _v in log if any(a <= s <= b for a, b in down))
+    p = lambda q: during[min(len(during) - 1, int(len(during) * q))] * 1000 if during else 0.0  # noqa: E731
+    print(
+        f"\nsoak: {len(log)} calls in {elapsed:.1f} s, {len(errors)} errors surfaced, {len(wrong)} wrong values, "
+        f"{stale} stale reads; during the outages p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms over {len(during)} calls; "
+        f"breaker closed {', '.join(f'{c:.2f}' for c in closed_after)} s after Redis came back; "
+        f"stats {read.stats()}"
+    )
+    assert not errors and not wrong and stale == 0
+    assert len(log) == total and len(down) == 2
+    assert store.breaker is not None and store.breaker.state == "closed"
+    store.client.close()

@@ -437,6 +437,7 @@ def test_unreadable_values_are_a_miss_and_are_overwritten(
     assert f(1) == "value 1" and calls == [1]
     assert f.stats().errors == 1 and f.stats().misses == 1
     assert f(1) == "value 1" and calls == [1] and f.stats().hits == 1  # overwritten with a valid entry
+    assert rstore.breaker is not None and rstore.breaker.snapshot().consecutive_failures == 0  # not a store fault
 
 
 # -- round trips ---------------------------------------------------------------------------

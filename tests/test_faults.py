@@ -505,7 +505,7 @@ def _soak(server: RedisServer) -> None:
         if kind == "r" and version < max((v for end, v in writes.get(r, []) if end < s), default=0):
             stale += 1
     during = sorted(e - s for _k, _r, s, e, _v in log if any(a <= s <= b for a, b in down))
-    p = lambda q: during[min(len(during) - 1, int(len(during) * q))] * 1000 if during else 0.0  # noqa: E731
+    p = lambda q: during[min(len(during) - 1, int(len(during) * q))] * 1000 if during else 0.0
     print(
         f"\nsoak: {len(log)} calls in {elapsed:.1f} s, {len(errors)} errors surfaced, {len(wrong)} wrong values, "
         f"{stale} stale reads; during the outages p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms over {len(during)} calls; "

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-redis bench-consistency lint clean
+.PHONY: demo test bench bench-redis bench-consistency bench-chaos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench-redis: $(VENV)/.installed-dev
 
 bench-consistency: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_consistency.py
+
+bench-chaos: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_consistency.py --chaos
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/python -m ruff check cacheaside tests benchmarks

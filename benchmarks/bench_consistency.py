@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -37,6 +38,9 @@ from typing import Any
 import msgpack
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncClientRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry as ClientRetry
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,6 +50,8 @@ from tests.redis_server import RedisServer
 ROWS = 20
 READ_SHARE = 0.9
 VARIANTS = ["plain-sync", "cacheaside-sync", "plain-async", "cacheaside-async"]
+#: Both variants' clients: the timeouts RedisStore.from_url uses, and no redis-py retries.
+CLIENT: dict[str, Any] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 
 
 # -- the source of truth ----------------------------------------------------------------
@@ -95,7 +101,7 @@ def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float
     db = connect(dbpath)
     rng = plan(seed)
     control = redis.Redis.from_url(url)
-    client = redis.Redis.from_url(url, socket_timeout=2)
+    client = redis.Redis.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
     log: list[tuple[str, int, int, int, int]] = []
     misses = [0]
 
@@ -137,12 +143,19 @@ def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float
     control.blpop([f"{prefix}:gate"], 30)
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
+    surfaced = 0
     while time.monotonic() < end:
         is_read, row = pick(rng)
         start = time.monotonic_ns()
-        version = read(row)[1] if is_read else write(row)
+        try:
+            version = read(row)[1] if is_read else write(row)
+        except Exception:  # an error that reached the caller
+            surfaced += 1
+            continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result: dict[str, Any] = {"log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0}
+    result: dict[str, Any] = {
+        "log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0, "surfaced": surfaced
+    }
     if stats is not None:
         s = stats.stats()
         result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
@@ -153,7 +166,7 @@ async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds
     db = connect(dbpath)
     rng = plan(seed)
     control = redis.asyncio.Redis.from_url(url)
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=2)
+    client = redis.asyncio.Redis.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
     log: list[tuple[str, int, int, int, int]] = []
     misses = [0]
 
@@ -195,12 +208,19 @@ async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds
     await control.blpop([f"{prefix}:gate"], 30)
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
+    surfaced = 0
     while time.monotonic() < end:
         is_read, row = pick(rng)
         start = time.monotonic_ns()
-        version = (await read(row))[1] if is_read else await write(row)
+        try:
+            version = (await read(row))[1] if is_read else await write(row)
+        except Exception:  # an error that reached the caller
+            surfaced += 1
+            continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result: dict[str, Any] = {"log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0}
+    result: dict[str, Any] = {
+        "log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0, "surfaced": surfaced
+    }
     if stats is not None:
         s = stats.stats()
         result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
@@ -219,16 +239,17 @@ def worker_main(args: argparse.Namespace) -> None:
 # -- the checker ------------------------------------------------------------------------
 
 
-def stale_reads(ops: list[tuple[str, int, int, int, int]]) -> tuple[int, int]:
-    """(stale reads, reads): a read is stale if a write to its row completed before it
-    started and the read returned an older version than that write made."""
+def stale_reads(
+    ops: list[tuple[str, int, int, int, int]], outages: list[tuple[int, int]] = ()  # type: ignore[assignment]
+) -> tuple[int, int, int]:
+    """(stale reads, of which late, reads). A read is stale if a write to its row completed before
+    it started and it returned an older version than that write made; late if it also started
+    more than 1 s after Redis came back from every outage before it (or with no outage at all)."""
     writes: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for kind, row, _start, end, version in ops:
         if kind == "w":
             writes[row].append((end, version))
-    for row_writes in writes.values():
-        row_writes.sort()
-    stale = reads = 0
+    stale = late = reads = 0
     for kind, row, start, _end, version in ops:
         if kind != "r":
             continue
@@ -236,10 +257,26 @@ def stale_reads(ops: list[tuple[str, int, int, int, int]]) -> tuple[int, int]:
         newest = max((v for end, v in writes[row] if end < start), default=0)
         if version < newest:
             stale += 1
-    return stale, reads
+            if not any(down <= start <= up + 1_000_000_000 for down, up in outages):
+                late += 1
+    return stale, late, reads
 
 
-def run_variant(variant: str, url: str, procs: int, seconds: float, tmp: str) -> dict[str, Any]:
+def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -> None:
+    """Kill Redis (SIGKILL) at 30% and 65% of the run, and restart it 1 s later with its data."""
+    started = time.monotonic()
+    for at in (0.3, 0.65):
+        time.sleep(max(0.0, started + seconds * at - time.monotonic()))
+        down = time.monotonic_ns()
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        outages.append((down, time.monotonic_ns()))
+
+
+def run_variant(
+    variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None
+) -> dict[str, Any]:
     dbpath = os.path.join(tmp, "truth.sqlite")
     create(dbpath)
     prefix = f"cons-{variant}-{os.getpid()}-{time.monotonic_ns()}"
@@ -258,25 +295,34 @@ def run_variant(variant: str, url: str, procs: int, seconds: float, tmp: str) ->
             raise SystemExit(f"{variant}: workers failed to start")
         time.sleep(0.01)
     control.rpush(f"{prefix}:gate", *["go"] * procs)
+    outages: list[tuple[int, int]] = []
+    monkey = None
+    if server is not None:
+        monkey = threading.Thread(target=chaos, args=(server, seconds, outages))
+        monkey.start()
     for w in workers:
         if w.wait(seconds + 60) != 0:
             raise SystemExit(f"{variant}: a worker failed")
+    if monkey is not None:
+        monkey.join()
     ops: list[tuple[str, int, int, int, int]] = []
     totals: dict[str, int] = defaultdict(int)
     cpu = 0.0
+    surfaced = 0
     for out in outs:
         with open(out) as f:
             result = json.load(f)
         cpu += result["cpu"]
+        surfaced += result["surfaced"]
         ops.extend(tuple(op) for op in result["log"])  # type: ignore[misc]
         for name, n in result.get("stats", {}).items():
             totals[name] += n
     control.close()
-    stale, reads = stale_reads(ops)
+    stale, late, reads = stale_reads(ops, outages)
     lat = {k: sorted((e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k) for k in ("r", "w")}
     latency = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
-    return {"ops": len(ops), "reads": reads, "stale": stale, "throughput": len(ops) / seconds, "stats": dict(totals),
-            "latency": latency, "cpu_per_op": cpu / max(1, len(ops))}
+    return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
+            "stats": dict(totals), "latency": latency, "cpu_per_op": cpu / max(1, len(ops)), "surfaced": surfaced}
 
 
 def main() -> None:
@@ -284,6 +330,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
+    parser.add_argument("--chaos", action="store_true",
+                        help="kill Redis twice per run and restart it with its data (cacheaside variants only)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--variant", "--prefix", "--db", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -293,16 +341,30 @@ def main() -> None:
         worker_main(args)
         return
 
-    server = None if args.url else RedisServer()
-    url = args.url or server.url  # type: ignore[union-attr]
+    if args.chaos:
+        # appendfsync always: an eviction the server acknowledged must survive its own crash.
+        server: RedisServer | None = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    else:
+        server = None if args.url else RedisServer()
+    url = args.url if args.url and not args.chaos else server.url  # type: ignore[union-attr]
+    variants = [v for v in VARIANTS if v.startswith("cacheaside")] if args.chaos else VARIANTS
     results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
-            for variant in VARIANTS:
-                results[variant] = run_variant(variant, url, args.procs, args.seconds, tmp)
+            for variant in variants:
+                results[variant] = run_variant(
+                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None
+                )
     finally:
         if server is not None:
             server.stop()
+    if args.chaos:
+        print(f"{args.procs} processes x {args.seconds:g} s per variant; Redis killed (SIGKILL) at 30% and 65% "
+              "of each run and restarted 1 s later with its data (appendonly, appendfsync always)")
+        print(f"{'variant':18} {'ops':>7} {'errors surfaced':>16} {'stale':>6} {'stale >1 s after back':>22}  stats")
+        for variant, r in results.items():
+            print(f"{variant:18} {r['ops']:7d} {r['surfaced']:16d} {r['stale']:6d} {r['late']:22d}  {r['stats']}")
+        return
     print(f"{args.procs} processes x {args.seconds:g} s per variant, {ROWS} rows, "
           f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation")
     print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9}  cache stats")

@@ -516,3 +516,77 @@ def _soak(server: RedisServer) -> None:
     assert len(log) == total and len(down) == 2
     assert store.breaker is not None and store.breaker.state == "closed"
     store.client.close()
+
+
+# -- the helpers and the logger ------------------------------------------------------------------
+
+
+def test_helpers_and_writers_never_raise_when_the_store_is_unreachable() -> None:
+    store = make_store(f"redis://127.0.0.1:{free_port()}/0")
+    db, read = source()
+    f = cache_aside(ttl=60, store=store, tags=["row:{x}"])(read)
+    w = invalidates(f, tags=["row:{x}"])(lambda x, value: db.__setitem__(x, value))
+    f.invalidate(1)
+    assert f.refresh(1) == 10
+    w(1, 16)
+    from cacheaside import invalidate_tags
+
+    invalidate_tags("row:2", store=store)
+    assert f(1) == 16
+    assert store.guard is not None
+    keys, tags, purge = store.guard.owed()
+    assert f.key(1) in keys and {"row:1", "row:2"} <= set(tags) and not purge
+    store.client.close()
+
+
+def test_the_logger_says_each_transition_once(server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    store = make_store(server.url)
+    _db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    states = States(store)
+    caplog.set_level("INFO", logger="cacheaside")
+    calls(f, states, 2)
+    server.kill()
+    calls(f, states, 20)
+    server.restart()
+    time.sleep(RESET)
+    calls(f, states, 20)
+    assert states.seen == ["closed", "open", "half_open", "closed"]
+    opened = [r for r in caplog.records if "circuit open" in r.getMessage()]
+    closed = [r for r in caplog.records if "circuit closed" in r.getMessage()]
+    assert len(opened) == 1 and opened[0].levelname == "WARNING"
+    assert len(closed) == 1 and closed[0].levelname == "INFO"
+    assert all("127.0.0.1" not in r.getMessage() for r in caplog.records)  # error types, never messages
+    snap = store.breaker.snapshot()  # type: ignore[union-attr]
+    assert snap.state == "closed" and snap.consecutive_failures == 0 and snap.last_error_type == "ConnectionError"
+    store.client.close()
+
+
+def test_async_evictions_during_an_outage_are_replayed_in_the_background(server: RedisServer) -> None:
+    store = make_store(server.url, asyncio=True)
+    db, read = source()
+
+    @cache_aside(ttl=60, store=store)
+    async def f(x: int) -> int:
+        return read(x)
+
+    @invalidates(f)
+    async def w(x: int, value: int) -> None:
+        db[x] = value
+
+    async def scenario() -> None:
+        assert await f(1) == 10 and await f(1) == 10
+        server.pause()
+        await w(1, 17)
+        assert store.guard is not None and store.guard.owes and store.guard.replaying
+        server.resume()
+        deadline = time.monotonic() + 3
+        while store.guard.owes and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not store.guard.owes  # taken by the background replay, no call needed
+
+    LOOP.run_until_complete(scenario())
+    control = redis.Redis.from_url(server.url)
+    assert control.get(f.key(1)) is None
+    control.close()
+    LOOP.run_until_complete(store.client.aclose())

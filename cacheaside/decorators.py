@@ -165,18 +165,17 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
         guard = store.guard
-        if guard is not None:
+        if guard is not None and not guard.clear:
             verdict = guard.admit()
             if verdict and (verdict == BYPASS or not evict(store, (), (), site.replay_failed, verdict)):
                 return _without_store(site, verdict, wrapped, args, kwargs)
-            started = time.monotonic()
         try:
             entry = store.get(key)
         except Exception as exc:
             try:
                 if guard is None:
                     raise
-                entry = get_again(store, guard, key, exc, started)
+                entry = get_again(store, guard, key, exc, time.monotonic())
             except Exception as final:
                 if guard is not None:
                     guard.failed(final)
@@ -186,7 +185,7 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
         now = store.clock()
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
-            if guard is not None:
+            if guard is not None and not guard.clear:
                 guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
                 tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
@@ -217,18 +216,17 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
         guard = store.guard
-        if guard is not None:
+        if guard is not None and not guard.clear:
             verdict = guard.admit()
             if verdict and (verdict == BYPASS or not await aevict(store, (), (), site.replay_failed, verdict)):
                 return await _without_store(site, verdict, wrapped, args, kwargs)
-            started = time.monotonic()
         try:
             entry = store.get(key) if store.nonblocking else await store.aget(key)
         except Exception as exc:
             try:
                 if guard is None:
                     raise
-                entry = await aget_again(store, guard, key, exc, started)
+                entry = await aget_again(store, guard, key, exc, time.monotonic())
             except Exception as final:
                 if guard is not None:
                     guard.failed(final)
@@ -238,7 +236,7 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
         now = store.clock()
         if entry is not None and now < entry.stored_at + entry.ttl:
             counters.hits += 1
-            if guard is not None:
+            if guard is not None and not guard.clear:
                 guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
                 tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags

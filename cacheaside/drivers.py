@@ -71,7 +71,7 @@ async def _acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ..
 
 
 def get_again(store: Any, guard: Guard, key: str, exc: Exception, started: float) -> Any:
-    """The hit path's ``get`` failed once (at ``started``): retry it as the policy allows, else raise."""
+    """The hit path's ``get`` failed (the budget counts from ``started``): retry it as the policy allows, else raise."""
     attempt = 1
     while True:
         delay = guard.retry_after(exc, attempt, started)

@@ -66,6 +66,9 @@ class Guard:
         self._purge = False
         #: A background replay is running (a thread, or a task on some event loop).
         self.replaying = False
+        #: Nothing to do for a call: the breaker is closed with no failure counted and nothing is
+        #: owed. The hit path reads only this; it is kept under the lock whenever it changes.
+        self.clear = True
 
     def __repr__(self) -> str:
         return f"Guard({self.name}, owed={len(self._keys) + len(self._tags)}, purge={self._purge})"
@@ -74,6 +77,8 @@ class Guard:
 
     def admit(self) -> int:
         """``ADMIT``, ``BYPASS`` (breaker open: don't touch the store) or ``REPLAY`` (pay owed evictions first)."""
+        if self.clear:
+            return ADMIT
         breaker = self.breaker
         owed = self._keys or self._tags or self._purge
         if breaker is not None and (breaker._state != "closed" or owed) and not breaker.allow():
@@ -82,14 +87,24 @@ class Guard:
 
     def ok(self) -> None:
         """A decorated call (or eviction) whose store work all succeeded."""
-        breaker = self.breaker
-        if breaker is not None and (breaker._state != "closed" or breaker._failures):
-            self._log(breaker.success())
+        if self.clear:
+            return
+        if self.breaker is not None:
+            self._log(self.breaker.success())
+        self._settle()
 
     def failed(self, exc: BaseException) -> None:
         """A decorated call (or eviction) whose store work failed; only store faults count."""
         if self.breaker is not None and self.is_fault(exc):
+            with self._lock:
+                self.clear = False
             self._log(self.breaker.failure(exc))
+
+    def _settle(self) -> None:
+        with self._lock:
+            breaker = self.breaker
+            calm = breaker is None or (breaker._state == "closed" and not breaker._failures)
+            self.clear = calm and not (self._keys or self._tags or self._purge)
 
     def _log(self, changed: str | None) -> None:
         if changed == "open":
@@ -129,6 +144,7 @@ class Guard:
     def owe(self, keys: Collection[str], tags: Collection[str]) -> None:
         """Record evictions the store did not take; beyond ``max_owed``, owe a purge of the prefix instead."""
         with self._lock:
+            self.clear = False
             if self._purge:
                 return
             self._keys.update(dict.fromkeys(keys))
@@ -153,6 +169,7 @@ class Guard:
                 self._tags.pop(t, None)
             if purge:
                 self._purge = False
+        self._settle()
 
     def start_replay(self) -> bool:
         """Claim the background replay; False when one is already running."""

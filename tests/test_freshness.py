@@ -1,20 +1,26 @@
-"""stale_while_revalidate and stale_if_error on the memory store (more with the hot-key issue)."""
+"""stale_while_revalidate and stale_if_error on the memory store and on Redis (more with the hot-key issue)."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
-from cacheaside import MemoryStore, cache_aside
+from cacheaside import cache_aside
 
-from .conftest import FakeClock
+from .conftest import BACKENDS, FakeClock
 
 
-def test_stale_if_error_returns_the_expired_value_instead_of_the_exception(clock: FakeClock) -> None:
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_stale_if_error_returns_the_expired_value_instead_of_the_exception(clock: FakeClock, store: Any) -> None:
     fail = False
 
-    @cache_aside(ttl=10, stale_if_error=30, store=MemoryStore(clock=clock))
+    @cache_aside(ttl=10, stale_if_error=30, store=store)
     def f(x: int) -> int:
         if fail:
             raise ConnectionError("source down")
@@ -31,11 +37,11 @@ def test_stale_if_error_returns_the_expired_value_instead_of_the_exception(clock
         f(1)
 
 
-def test_stale_while_revalidate_serves_stale_and_refreshes_once_in_background(clock: FakeClock) -> None:
+def test_stale_while_revalidate_serves_stale_and_refreshes_once_in_background(clock: FakeClock, store: Any) -> None:
     n = iter(range(100))
     refreshed = threading.Event()
 
-    @cache_aside(ttl=10, stale_while_revalidate=30, store=MemoryStore(clock=clock))
+    @cache_aside(ttl=10, stale_while_revalidate=30, store=store)
     def f(x: int) -> int:
         value = next(n)
         if value:

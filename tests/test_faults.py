@@ -590,3 +590,28 @@ def test_async_evictions_during_an_outage_are_replayed_in_the_background(server:
     assert control.get(f.key(1)) is None
     control.close()
     LOOP.run_until_complete(store.client.aclose())
+
+
+def test_a_caller_cancelled_mid_command_leaves_the_connection_usable(server: RedisServer) -> None:
+    store = make_store(server.url, asyncio=True, socket_timeout=1.0)
+    _db, read = source()
+    read_more = {1: 10, 2: 20, 3: 30}
+
+    @cache_aside(ttl=60, store=store)
+    async def f(x: int) -> int:
+        return read_more[x]
+
+    async def scenario() -> list[int]:
+        assert await f(1) == 10 and await f(2) == 20
+        server.pause()
+        task = asyncio.ensure_future(f(1))
+        await asyncio.sleep(0.1)  # its GET is written and waiting for a reply
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        server.resume()
+        # Every later reply matches its own request (a connection out of step would swap them).
+        return [await f(x) for x in (3, 2, 1, 3, 2, 1)]
+
+    assert LOOP.run_until_complete(scenario()) == [30, 20, 10, 30, 20, 10]
+    LOOP.run_until_complete(store.client.aclose())

@@ -594,7 +594,6 @@ def test_async_evictions_during_an_outage_are_replayed_in_the_background(server:
 
 def test_a_caller_cancelled_mid_command_leaves_the_connection_usable(server: RedisServer) -> None:
     store = make_store(server.url, asyncio=True, socket_timeout=1.0)
-    _db, read = source()
     read_more = {1: 10, 2: 20, 3: 30}
 
     @cache_aside(ttl=60, store=store)

@@ -31,7 +31,7 @@ at run time; on a cluster those are to be grouped per slot (see docs/design.md).
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "acquire_script", "lease_key", "tag_key", "waiters_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "acquire_script", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
@@ -46,16 +46,8 @@ def _slot_base(key: str) -> str:
     return "{" + key + "}"
 
 
-def lease_key(key: str) -> str:
-    """The lease hash of ``key``, in ``key``'s hash slot."""
-    return _slot_base(key) + ":lease"
-
-
-def waiters_key(key: str) -> str:
-    return _slot_base(key) + ":waiters"
-
-
 def wake_key(key: str, waiter: str) -> str:
+    """The list through which one waiter (``waiter`` is its id) receives the value of ``key``."""
     return f"{_slot_base(key)}:wake:{waiter}"
 
 

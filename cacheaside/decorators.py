@@ -351,13 +351,22 @@ def _refresh(
     site = reader.site
     key = site.keys.build(store.prefix, instance, skip, args, kwargs)
     tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
+    guard = store.guard
     if reader.is_async:
 
         async def go() -> Any:
+            if guard is not None and not guard.clear:
+                verdict = guard.admit()
+                if verdict and (verdict == BYPASS or not await aevict(store, (), (), site.replay_failed, verdict)):
+                    return await _without_store(site, verdict, call, (), {})
             loop = asyncio.get_running_loop()
             return (await arun(flow.refresh(site, store, key, tags, loop, background=False), store, call)).unwrap()
 
         return go()
+    if guard is not None and not guard.clear:
+        verdict = guard.admit()
+        if verdict and (verdict == BYPASS or not evict(store, (), (), site.replay_failed, verdict)):
+            return _without_store(site, verdict, call, (), {})
     return run(flow.refresh(site, store, key, tags, None, background=False), store, call).unwrap()
 
 

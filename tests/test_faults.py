@@ -614,3 +614,19 @@ def test_a_caller_cancelled_mid_command_leaves_the_connection_usable(server: Red
 
     assert LOOP.run_until_complete(scenario()) == [30, 20, 10, 30, 20, 10]
     LOOP.run_until_complete(store.client.aclose())
+
+
+def test_refresh_skips_an_open_breaker_too() -> None:
+    store = make_store(f"redis://127.0.0.1:{free_port()}/0")
+    _db, read = source()
+    f = cache_aside(ttl=60, store=store)(read)
+    for _ in range(3):
+        f(1)
+    assert store.breaker is not None and store.breaker.state == "open"
+    pool = store.client.connection_pool
+    attempts = []
+    real = pool.get_connection
+    pool.get_connection = lambda *a, **k: (attempts.append(1), real(*a, **k))[1]  # type: ignore[method-assign]
+    assert f.refresh(1) == 10 and f.refresh(2) == 20
+    assert attempts == [] and f.stats().bypassed == 2
+    store.client.close()

@@ -10,14 +10,19 @@ but must never leave it in the cache.
 from __future__ import annotations
 
 import threading
+import uuid
+from typing import Any
+
+import pytest
 
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cacheaside import MemoryStore, cache_aside, invalidate_tags, invalidates
+from cacheaside import MemoryStore, RedisStore, cache_aside, invalidate_tags, invalidates
 
 from .conftest import FakeClock
+from .redis_server import RedisServer
 
 KEYS = st.sampled_from(["a", "b", "c"])
 
@@ -26,7 +31,7 @@ class CacheModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.store = MemoryStore(maxsize=2, clock=self.clock)  # small: LRU evictions happen too
+        self.store = self.make_store()
         self.db: dict[str, int] = {"a": 0, "b": 0, "c": 0}
         self.gate: threading.Event | None = None
         self.pending: list[tuple[threading.Thread, str, list[int]]] = []
@@ -54,6 +59,9 @@ class CacheModel(RuleBasedStateMachine):
         self.read, self.write, self.write_by_tag = read, write, write_by_tag
         self.held = threading.Event()
         self.joinable: set[str] = set()  # held reads with no eviction of their key since
+
+    def make_store(self) -> Any:
+        return MemoryStore(maxsize=2, clock=self.clock)  # small: LRU evictions happen too
 
     @rule(name=KEYS)
     def do_read(self, name: str) -> None:
@@ -127,3 +135,26 @@ class CacheModel(RuleBasedStateMachine):
 
 CacheModel.TestCase.settings = hsettings(max_examples=60, stateful_step_count=30, deadline=None)
 TestCacheModel = CacheModel.TestCase
+
+
+class RedisCacheModel(CacheModel):
+    """The same model on a RedisStore (leases, tags and evictions in Lua)."""
+
+    url = ""
+
+    def make_store(self) -> Any:
+        return RedisStore.from_url(self.url, prefix=f"m{uuid.uuid4().hex[:8]}", clock=self.clock)
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.store.client.close()
+
+
+RedisCacheModel.TestCase.settings = hsettings(max_examples=30, stateful_step_count=30, deadline=None)
+
+
+@pytest.mark.redis
+class TestRedisCacheModel(RedisCacheModel.TestCase):  # type: ignore[misc,valid-type]
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        RedisCacheModel.url = redis_server.url

@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import pytest
-
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

@@ -109,7 +109,7 @@ async def async_case(url: str, rounds: int, number: int) -> tuple[float, float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--number", type=int, default=500)
     args = parser.parse_args()
     server = None if args.url else RedisServer()

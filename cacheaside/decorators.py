@@ -307,6 +307,15 @@ class _Cached(wrapt.FunctionWrapper[..., Any]):
         wrapper = _make_async_wrapper(reader) if reader.is_async else _make_sync_wrapper(reader)
         super().__init__(wrapped, wrapper)
         self._self_reader = reader
+        # A plain function is called straight through: wrapt's generic call path costs more than a
+        # whole in-memory hit. Bound methods, classmethods and staticmethods keep wrapt's binding.
+        self._self_direct = wrapper if reader.binding == "function" else None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        direct = self._self_direct
+        if direct is not None:
+            return direct(self.__wrapped__, None, args, kwargs)
+        return super().__call__(*args, **kwargs)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         return _key(self._self_reader, None, False, args, kwargs)

@@ -630,3 +630,20 @@ def test_refresh_skips_an_open_breaker_too() -> None:
     assert f.refresh(1) == 10 and f.refresh(2) == 20
     assert attempts == [] and f.stats().bypassed == 2
     store.client.close()
+
+
+def test_misses_and_the_functions_own_exceptions_are_not_store_faults(server: RedisServer) -> None:
+    store = make_store(server.url)
+
+    @cache_aside(ttl=60, store=store)
+    def boom(x: int) -> int:
+        raise ValueError(x)
+
+    for x in range(10):
+        with pytest.raises(ValueError):
+            boom(x)
+    assert store.breaker is not None
+    snap = store.breaker.snapshot()
+    assert snap.state == "closed" and snap.consecutive_failures == 0 and snap.last_error_type is None
+    assert boom.stats().errors == 0 and boom.stats().misses == 10
+    store.client.close()

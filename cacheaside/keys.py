@@ -156,6 +156,13 @@ def digest(data: bytes) -> str:
     return text
 
 
+def _field_text(value: Any) -> str:
+    """A plain template field's text: ``format(value, "")``, escaped (ints have nothing to escape)."""
+    if type(value) is int:
+        return str(value)
+    return escape(format(value, ""))
+
+
 class _EscapingFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> str:
         return escape(super().format_field(value, format_spec))
@@ -280,6 +287,12 @@ class KeyBuilder:
             parts = list(_FORMATTER.parse(template))
             if all(f is None or (f.isidentifier() and not spec and not conv) for _, f, spec, conv in parts):
                 self._fields = [(lit, f) for lit, f, _, _ in parts]
+        # The same fields by parameter position, for calls that pass every parameter positionally.
+        self._positions: list[tuple[str, int | None]] | None = None
+        if self._fields is not None and all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in self.params
+        ):
+            self._positions = [(lit, None if f is None else names.index(f)) for lit, f in self._fields]
         # Plans per (skip_first, shape); bounded so odd call shapes can't grow it forever.
         self._plans: tuple[dict[Any, _Plan], dict[Any, _Plan]] = ({}, {})
         self._heads: dict[str, str] = {}
@@ -424,6 +437,11 @@ class KeyBuilder:
     def _from_template(
         self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str:
+        positions = self._positions
+        if positions is not None and not kwargs and len(args) + skip_first == len(self.params):
+            values = (instance, *args) if skip_first else args
+            text = "".join([lit if i is None else lit + _field_text(values[i]) for lit, i in positions])
+            return f"{prefix}:{text}{self.version_suffix}"
         return self.render(prefix, self.mapping(instance, skip_first, args, kwargs))
 
     def render(self, prefix: str, mapping: Mapping[str, Any]) -> str:
@@ -432,7 +450,7 @@ class KeyBuilder:
         if self._fields is None:
             text = _FORMATTER.vformat(self.template, (), mapping)
         else:  # plain {name} fields: no Formatter machinery per call
-            text = "".join([lit + escape(format(mapping[f], "")) if f else lit for lit, f in self._fields])
+            text = "".join([lit + _field_text(mapping[f]) if f else lit for lit, f in self._fields])
         return f"{prefix}:{text}{self.version_suffix}"
 
     def mapping(self, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

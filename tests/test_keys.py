@@ -291,7 +291,10 @@ def test_argmap_equals_signature_bind(sig: int, args: list[int], kwargs: dict[st
     assert got == expected
 
 
-@given(st.one_of(st.integers(), st.text(max_size=8), st.floats(allow_nan=False), st.none()), st.text(max_size=5))
+@given(
+    st.one_of(st.integers(), st.booleans(), st.text(max_size=8), st.floats(allow_nan=False), st.none()),
+    st.text(max_size=5),
+)
 def test_plain_template_fast_path_equals_the_formatter(x: Any, y: str) -> None:
     from cacheaside.keys import _FORMATTER, KeyBuilder
 
@@ -301,3 +304,5 @@ def test_plain_template_fast_path_equals_the_formatter(x: Any, y: str) -> None:
     assert builder._fields is not None
     expected = "p:" + _FORMATTER.vformat("a:{x}:{y}-z", (), {"x": x, "y": y})
     assert builder.build("p", None, False, (x,), {"y": y}) == expected
+    assert builder.build("p", None, False, (x, y), {}) == expected  # every parameter positional
+    assert builder.build("p", None, False, (), {"x": x, "y": y}) == expected

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome
-from .guard import BYPASS, REPLAY, REPLAY_INTERVAL, Guard, guard_of
+from .guard import REPLAY_INTERVAL, Eviction, Guard, guard_of
 
 __all__ = ["aevict", "aget_again", "arun", "evict", "get_again", "run"]
 
@@ -211,33 +211,16 @@ def evict(
     must not ask twice). Returns whether the store took everything.
     """
     guard = guard_of(store)
-    if guard is None:
-        try:
-            if keys or tags:
-                store.delete(keys, tags)
-        except Exception as exc:
-            on_failure(Failure(exc))
-            return False
-        return True
-    if verdict is None:
-        verdict = guard.admit()
-    if verdict == BYPASS:
-        _owe(store, guard, keys, tags)
+    eviction = _plan(store, guard, keys, tags, verdict)
+    if eviction.bypassed:
         return False
-    owed_keys, owed_tags, purge = guard.owed() if verdict == REPLAY else ([], [], False)
     try:
-        if purge:
-            _call(store, guard, "purge", ())
-        if keys or tags or owed_keys or owed_tags:
-            _call(store, guard, "delete", ([*owed_keys, *keys], [*owed_tags, *tags]))
+        _send(store, guard, eviction)
     except Exception as exc:
-        guard.failed(exc)
-        if guard.is_fault(exc):
-            _owe(store, guard, keys, tags)
-        on_failure(Failure(exc))
+        _not_taken(store, guard, eviction, exc, on_failure)
         return False
-    guard.paid(owed_keys, owed_tags, purge)
-    guard.ok()
+    if guard is not None:
+        guard.taken(eviction)
     return True
 
 
@@ -250,40 +233,54 @@ async def aevict(
 ) -> bool:
     """``evict`` with awaits."""
     guard = guard_of(store)
-    if guard is None:
-        try:
-            if keys or tags:
-                await _acall(store, None, "delete", (keys, tags))
-        except Exception as exc:
-            on_failure(Failure(exc))
-            return False
-        return True
-    if verdict is None:
-        verdict = guard.admit()
-    if verdict == BYPASS:
-        _owe(store, guard, keys, tags)
+    eviction = _plan(store, guard, keys, tags, verdict)
+    if eviction.bypassed:
         return False
-    owed_keys, owed_tags, purge = guard.owed() if verdict == REPLAY else ([], [], False)
     try:
-        if purge:
-            await _acall(store, guard, "purge", ())
-        if keys or tags or owed_keys or owed_tags:
-            await _acall(store, guard, "delete", ([*owed_keys, *keys], [*owed_tags, *tags]))
+        await _asend(store, guard, eviction)
     except Exception as exc:
-        guard.failed(exc)
-        if guard.is_fault(exc):
-            _owe(store, guard, keys, tags)
-        on_failure(Failure(exc))
+        _not_taken(store, guard, eviction, exc, on_failure)
         return False
-    guard.paid(owed_keys, owed_tags, purge)
-    guard.ok()
+    if guard is not None:
+        guard.taken(eviction)
     return True
 
 
-def _owe(store: Any, guard: Guard, keys: Collection[str], tags: Collection[str]) -> None:
-    """Record evictions the store did not take, and make sure something keeps offering them to it."""
-    if keys or tags:
-        guard.owe(keys, tags)
+def _plan(
+    store: Any, guard: Guard | None, keys: Collection[str], tags: Collection[str], verdict: int | None
+) -> Eviction:
+    if guard is None:
+        return Eviction(list(keys), list(tags))
+    eviction = guard.plan(keys, tags, verdict)
+    if eviction.bypassed:
+        _replay_later(store, guard)
+    return eviction
+
+
+def _not_taken(
+    store: Any, guard: Guard | None, eviction: Eviction, exc: Exception, on_failure: Callable[[Failure], None]
+) -> None:
+    if guard is not None and guard.not_taken(eviction, exc):
+        _replay_later(store, guard)
+    on_failure(Failure(exc))
+
+
+def _send(store: Any, guard: Guard | None, eviction: Eviction) -> None:
+    if eviction.purge:
+        _call(store, guard, "purge", ())
+    if eviction.keys or eviction.tags:
+        _call(store, guard, "delete", (eviction.keys, eviction.tags))
+
+
+async def _asend(store: Any, guard: Guard | None, eviction: Eviction) -> None:
+    if eviction.purge:
+        await _acall(store, guard, "purge", ())
+    if eviction.keys or eviction.tags:
+        await _acall(store, guard, "delete", (eviction.keys, eviction.tags))
+
+
+def _replay_later(store: Any, guard: Guard) -> None:
+    """Make sure something keeps offering owed evictions to the store (one replay per guard)."""
     if not guard.owes or not guard.start_replay():
         return
     if store.serves_sync:
@@ -301,21 +298,17 @@ def _replay(store: Any, guard: Guard) -> None:
     """Offer owed evictions to the store every REPLAY_INTERVAL, whatever the breaker says, until taken.
 
     Other processes read the store directly: they stop seeing evicted values only once
-    the store takes these, so this does not wait for the breaker's reset_timeout.
+    the store takes these, so this does not wait for the breaker's reset_timeout. No
+    retries and no breaker reports: this is not a caller's call.
     """
     while True:
-        keys, tags, purge = guard.owed()
+        eviction = guard.due()
         try:
-            if purge:
-                store.purge()
-            if keys or tags:
-                store.delete(keys, tags)
+            _send(store, None, eviction)
         except Exception as exc:
             logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
         else:
-            guard.paid(keys, tags, purge)
-            if guard.stop_replay():
-                logger.info("%s: owed evictions applied", guard.name)
+            if guard.replayed(eviction):
                 return
             continue
         time.sleep(REPLAY_INTERVAL)
@@ -325,18 +318,13 @@ async def _areplay(store: Any, guard: Guard) -> None:
     """``_replay`` on the event loop of the async store's client."""
     try:
         while True:
-            keys, tags, purge = guard.owed()
+            eviction = guard.due()
             try:
-                if purge:
-                    await store.apurge()
-                if keys or tags:
-                    await store.adelete(keys, tags)
+                await _asend(store, None, eviction)
             except Exception as exc:
                 logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
             else:
-                guard.paid(keys, tags, purge)
-                if guard.stop_replay():
-                    logger.info("%s: owed evictions applied", guard.name)
+                if guard.replayed(eviction):
                     return
                 continue
             await asyncio.sleep(REPLAY_INTERVAL)

@@ -9,9 +9,11 @@ call site on it. It decides, with no I/O of its own:
   report per call, and only store faults count against the breaker;
 - whether a failed operation is worth another try (``retry_after``), within
   the call's budget, so that a retry never doubles a caller's wait;
-- which evictions are owed to the store (``owe`` / ``owed`` / ``paid``): bounded,
-  argument values never logged, and collapsed into a wholesale purge of the
-  store's prefix when the record overflows.
+- what an eviction sends (``plan``), and what it means when the store takes it
+  (``taken``) or not (``not_taken``): evictions the store did not take are owed,
+  bounded, argument values never logged, and collapsed into a wholesale purge
+  of the store's prefix when the record overflows; owed ones go out with the
+  next eviction, and the background replay offers them (``due`` / ``replayed``).
 
 The drivers carry out the I/O (blocking or awaited) and the background replay.
 """
@@ -22,11 +24,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from .resilience import CircuitBreaker, Retry
 
-__all__ = ["ADMIT", "BYPASS", "REPLAY", "Guard"]
+__all__ = ["ADMIT", "BYPASS", "REPLAY", "Eviction", "Guard"]
 
 logger = logging.getLogger("cacheaside")
 
@@ -35,6 +38,21 @@ ADMIT, BYPASS, REPLAY = 0, 1, 2
 
 #: How often owed evictions are retried in the background (the contract says at least once a second).
 REPLAY_INTERVAL = 0.5
+
+
+@dataclass(slots=True)
+class Eviction:
+    """What one eviction sends to the store, and what it pays of what was owed."""
+
+    keys: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    purge: bool = False
+    #: The breaker is open: nothing is sent, the caller's keys and tags are now owed.
+    bypassed: bool = False
+    #: What the caller asked for (owed if the store does not take it).
+    asked: tuple[Collection[str], Collection[str]] = ((), ())
+    #: What was owed before and goes out with it (paid if the store takes it).
+    paying: tuple[list[str], list[str]] = ([], [])
 
 
 class Guard:
@@ -141,8 +159,50 @@ class Guard:
     def owes(self) -> bool:
         return bool(self._keys or self._tags or self._purge)
 
+    def plan(self, keys: Collection[str], tags: Collection[str], verdict: int | None = None) -> Eviction:
+        """What to send to evict ``keys`` and ``tags``, given the ``admit`` verdict (asked for when None)."""
+        if verdict is None:
+            verdict = self.admit()
+        if verdict == BYPASS:
+            self.owe(keys, tags)
+            return Eviction(bypassed=True)
+        if verdict != REPLAY:
+            return Eviction(list(keys), list(tags), asked=(keys, tags))
+        owed_keys, owed_tags, purge = self.owed()
+        return Eviction(
+            [*owed_keys, *keys], [*owed_tags, *tags], purge, asked=(keys, tags), paying=(owed_keys, owed_tags)
+        )
+
+    def taken(self, eviction: Eviction) -> None:
+        """The store took ``eviction``: what it paid is no longer owed, and the call succeeded."""
+        self.paid(*eviction.paying, eviction.purge)
+        self.ok()
+
+    def not_taken(self, eviction: Eviction, exc: BaseException) -> bool:
+        """The store failed ``eviction``; True when that made its keys and tags owed (a store fault)."""
+        self.failed(exc)
+        if not self.is_fault(exc):
+            return False
+        self.owe(*eviction.asked)
+        return True
+
+    def due(self) -> Eviction:
+        """Everything owed, for the background replay."""
+        keys, tags, purge = self.owed()
+        return Eviction(keys, tags, purge, paying=(keys, tags))
+
+    def replayed(self, eviction: Eviction) -> bool:
+        """The background replay's ``eviction`` was taken; True when nothing more is owed (it may stop)."""
+        self.paid(*eviction.paying, eviction.purge)
+        if self.stop_replay():
+            logger.info("%s: owed evictions applied", self.name)
+            return True
+        return False
+
     def owe(self, keys: Collection[str], tags: Collection[str]) -> None:
         """Record evictions the store did not take; beyond ``max_owed``, owe a purge of the prefix instead."""
+        if not keys and not tags:
+            return
         with self._lock:
             self.clear = False
             if self._purge:

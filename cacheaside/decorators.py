@@ -21,7 +21,7 @@ from . import flow
 from .config import settings, to_seconds
 from .drivers import aevict, aget_again, arun, evict, get_again, run
 from .flow import CallSite, Failure
-from .guard import BYPASS
+from .guard import BYPASS, REPLAY
 from .keys import _FORMATTER, ArgMap, KeyBuilder, template_fields
 from .stats import CacheStats
 
@@ -165,10 +165,8 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
         guard = store.guard
-        if guard is not None and not guard.clear:
-            verdict = guard.admit()
-            if verdict and (verdict == BYPASS or not evict(store, (), (), site.replay_failed, verdict)):
-                return _without_store(site, verdict, wrapped, args, kwargs)
+        if guard is not None and not guard.clear and _kept_out(store, site):
+            return wrapped(*args, **kwargs)
         try:
             entry = store.get(key)
         except Exception as exc:
@@ -216,10 +214,8 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
         guard = store.guard
-        if guard is not None and not guard.clear:
-            verdict = guard.admit()
-            if verdict and (verdict == BYPASS or not await aevict(store, (), (), site.replay_failed, verdict)):
-                return await _without_store(site, verdict, wrapped, args, kwargs)
+        if guard is not None and not guard.clear and await _akept_out(store, site):
+            return await wrapped(*args, **kwargs)
         try:
             entry = store.get(key) if store.nonblocking else await store.aget(key)
         except Exception as exc:
@@ -253,12 +249,26 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
     return wrapper
 
 
-def _without_store(site: CallSite, verdict: int, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """A call that may not use the store: the breaker is open (``bypassed``), or owed evictions
-    could not be paid first (an error, counted by the failed eviction)."""
+def _kept_out(store: Any, site: CallSite) -> bool:
+    """Whether a call must not use the store now; asked only when its guard is not clear.
+
+    The breaker is open (the call counts as ``bypassed``), or evictions owed to the
+    store could not be paid first (an error, counted by the failed eviction).
+    """
+    verdict = store.guard.admit()
     if verdict == BYPASS:
         site.counters.bypassed += 1
-    return wrapped(*args, **kwargs)
+        return True
+    return verdict == REPLAY and not evict(store, (), (), site.replay_failed, verdict)
+
+
+async def _akept_out(store: Any, site: CallSite) -> bool:
+    """``_kept_out`` with awaits."""
+    verdict = store.guard.admit()
+    if verdict == BYPASS:
+        site.counters.bypassed += 1
+        return True
+    return verdict == REPLAY and not await aevict(store, (), (), site.replay_failed, verdict)
 
 
 def _spawn(site: CallSite, store: Any, key: str, tags: Callable[[], tuple[str, ...]], loop: Any) -> flow.Flow:
@@ -364,18 +374,14 @@ def _refresh(
     if reader.is_async:
 
         async def go() -> Any:
-            if guard is not None and not guard.clear:
-                verdict = guard.admit()
-                if verdict and (verdict == BYPASS or not await aevict(store, (), (), site.replay_failed, verdict)):
-                    return await _without_store(site, verdict, call, (), {})
+            if guard is not None and not guard.clear and await _akept_out(store, site):
+                return await call()
             loop = asyncio.get_running_loop()
             return (await arun(flow.refresh(site, store, key, tags, loop, background=False), store, call)).unwrap()
 
         return go()
-    if guard is not None and not guard.clear:
-        verdict = guard.admit()
-        if verdict and (verdict == BYPASS or not evict(store, (), (), site.replay_failed, verdict)):
-            return _without_store(site, verdict, call, (), {})
+    if guard is not None and not guard.clear and _kept_out(store, site):
+        return call()
     return run(flow.refresh(site, store, key, tags, None, background=False), store, call).unwrap()
 
 

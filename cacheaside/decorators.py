@@ -19,7 +19,7 @@ import wrapt
 
 from . import flow
 from .config import settings, to_seconds
-from .drivers import aevict, aget_again, arun, evict, get_again, run
+from .drivers import acall_again, aevict, arun, call_again, evict, run
 from .flow import CallSite, Failure
 from .guard import BYPASS, REPLAY
 from .keys import _FORMATTER, ArgMap, KeyBuilder, template_fields
@@ -173,7 +173,7 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
             try:
                 if guard is None:
                     raise
-                entry = get_again(store, guard, key, exc, time.monotonic())
+                entry = call_again(store, guard, "get", (key,), exc, time.monotonic())
             except Exception as final:
                 if guard is not None:
                     guard.failed(final)
@@ -222,7 +222,7 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
             try:
                 if guard is None:
                     raise
-                entry = await aget_again(store, guard, key, exc, time.monotonic())
+                entry = await acall_again(store, guard, "get", (key,), exc, time.monotonic())
             except Exception as final:
                 if guard is not None:
                     guard.failed(final)

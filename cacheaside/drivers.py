@@ -19,7 +19,7 @@ from typing import Any
 from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome
 from .guard import REPLAY_INTERVAL, Eviction, Guard, guard_of
 
-__all__ = ["aevict", "aget_again", "arun", "evict", "get_again", "run"]
+__all__ = ["acall_again", "aevict", "arun", "call_again", "evict", "run"]
 
 logger = logging.getLogger("cacheaside")
 
@@ -39,16 +39,27 @@ def _call(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> 
     if guard is None:
         return getattr(store, name)(*args)
     started = time.monotonic()
+    try:
+        return getattr(store, name)(*args)
+    except Exception as exc:
+        return call_again(store, guard, name, args, exc, started)
+
+
+def call_again(store: Any, guard: Guard, name: str, args: tuple[Any, ...], exc: Exception, started: float) -> Any:
+    """``store.<name>(*args)`` failed with ``exc``: retry it as the policy allows (its budget
+    counts from ``started``), else raise the last error. The hit path calls this after its
+    own first ``get``, so a hit pays nothing for retries until something fails."""
     attempt = 1
     while True:
-        try:
-            return getattr(store, name)(*args)
-        except Exception as exc:
-            delay = guard.retry_after(exc, attempt, started)
-            if delay is None:
-                raise
+        delay = guard.retry_after(exc, attempt, started)
+        if delay is None:
+            raise exc
         time.sleep(delay)
         attempt += 1
+        try:
+            return getattr(store, name)(*args)
+        except Exception as again:
+            exc = again
 
 
 async def _acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
@@ -58,44 +69,26 @@ async def _acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ..
     if guard is None:
         return await method(*args)
     started = time.monotonic()
+    try:
+        return await method(*args)
+    except Exception as exc:
+        return await acall_again(store, guard, name, args, exc, started)
+
+
+async def acall_again(
+    store: Any, guard: Guard, name: str, args: tuple[Any, ...], exc: Exception, started: float
+) -> Any:
+    """``call_again`` with awaits (``name`` is the sync name; the ``a``-method is called)."""
+    method = getattr(store, "a" + name)
     attempt = 1
     while True:
+        delay = guard.retry_after(exc, attempt, started)
+        if delay is None:
+            raise exc
+        await asyncio.sleep(delay)
+        attempt += 1
         try:
             return await method(*args)
-        except Exception as exc:
-            delay = guard.retry_after(exc, attempt, started)
-            if delay is None:
-                raise
-        await asyncio.sleep(delay)
-        attempt += 1
-
-
-def get_again(store: Any, guard: Guard, key: str, exc: Exception, started: float) -> Any:
-    """The hit path's ``get`` failed (the budget counts from ``started``): retry it as the policy allows, else raise."""
-    attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        time.sleep(delay)
-        attempt += 1
-        try:
-            return store.get(key)
-        except Exception as again:
-            exc = again
-
-
-async def aget_again(store: Any, guard: Guard, key: str, exc: Exception, started: float) -> Any:
-    """``get_again`` with awaits."""
-    attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        await asyncio.sleep(delay)
-        attempt += 1
-        try:
-            return await store.aget(key)
         except Exception as again:
             exc = again
 

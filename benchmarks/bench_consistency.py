@@ -153,13 +153,18 @@ def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result: dict[str, Any] = {
-        "log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0, "surfaced": surfaced
-    }
-    if stats is not None:
-        s = stats.stats()
-        result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats)
     return result
+
+
+def _result(log: list[Any], surfaced: int, cpu: float, misses: int, cached: Any) -> dict[str, Any]:
+    """A worker's report: its log, the errors that reached it, its CPU, and the cache's counters."""
+    if cached is None:
+        stats = {"misses": misses}
+    else:
+        s = cached.stats()
+        stats = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced}
 
 
 async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int) -> dict[str, Any]:
@@ -218,12 +223,7 @@ async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result: dict[str, Any] = {
-        "log": log, "stats": {"misses": misses[0]}, "cpu": time.process_time() - cpu0, "surfaced": surfaced
-    }
-    if stats is not None:
-        s = stats.stats()
-        result["stats"] = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats)
     await client.aclose()
     await control.aclose()
     return result

@@ -16,6 +16,13 @@ Variants, each run in the same session on fresh keys:
   cacheaside   @cache_aside + @invalidates on a RedisStore (leases, single-flight)
 each in sync and asyncio form. Target: 0 stale reads for cacheaside, and its
 throughput at least 0.9x the plain one's in the same run.
+
+--ablation adds a third variant and counts round trips (a counter around each
+client's execute_command, in every variant alike):
+  nolease      @cache_aside + @invalidates on a RedisStore whose lease protocol is
+               replaced by plain commands (GET hits as usual, SET after a miss, DEL
+               evictions): what the library costs without leases. It serves stale
+               reads like the plain variant; it exists only here, as a measurement.
 """
 
 from __future__ import annotations
@@ -45,11 +52,14 @@ from redis.retry import Retry as ClientRetry
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cacheaside import RedisStore, cache_aside, invalidates
+from cacheaside._types import Entry, Lease
+from cacheaside.stores.envelope import encode
 from tests.redis_server import RedisServer
 
 ROWS = 20
 READ_SHARE = 0.9
 VARIANTS = ["plain-sync", "cacheaside-sync", "plain-async", "cacheaside-async"]
+ABLATION = ["nolease-sync", "nolease-async"]
 #: Both variants' clients: the timeouts RedisStore.from_url uses, and no redis-py retries.
 CLIENT: dict[str, Any] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 
@@ -86,6 +96,57 @@ def bump(db: sqlite3.Connection, row: int) -> int:
 # -- one worker process -----------------------------------------------------------------
 
 
+class NoLeaseStore(RedisStore):
+    """--ablation only: a RedisStore without its lease protocol (no stale-set protection, no
+    cross-process single-flight). Misses compute and SET, evictions DEL the keys."""
+
+    def acquire(self, key: str, tags: Any = (), refresh: bool = False) -> Lease:
+        return Lease(None, True)
+
+    def set(self, key: str, entry: Entry, lease: Lease) -> bool:
+        return bool(self.client.set(key, encode(key, entry, self.serializer), px=max(1, int(entry.retain * 1000))))
+
+    def release(self, key: str, lease: Lease) -> None:
+        pass
+
+    def delete(self, keys: Any, tags: Any = ()) -> None:
+        self.client.delete(*keys)
+
+    async def aacquire(self, key: str, tags: Any = (), refresh: bool = False) -> Lease:
+        return Lease(None, True)
+
+    async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
+        payload = encode(key, entry, self.serializer)
+        return bool(await self.client.set(key, payload, px=max(1, int(entry.retain * 1000))))
+
+    async def arelease(self, key: str, lease: Lease) -> None:
+        pass
+
+    async def adelete(self, keys: Any, tags: Any = ()) -> None:
+        await self.client.delete(*keys)
+
+
+def count_commands(client: Any) -> list[int]:
+    """Count the commands ``client`` sends (each one a round trip here: no pipelines are used)."""
+    sent = [0]
+    execute = client.execute_command
+    if asyncio.iscoroutinefunction(execute):
+
+        async def counted_async(*args: Any, **options: Any) -> Any:
+            sent[0] += 1
+            return await execute(*args, **options)
+
+        client.execute_command = counted_async
+    else:
+
+        def counted(*args: Any, **options: Any) -> Any:
+            sent[0] += 1
+            return execute(*args, **options)
+
+        client.execute_command = counted
+    return sent
+
+
 def plan(seed: int) -> random.Random:
     return random.Random(seed)
 
@@ -97,11 +158,14 @@ def pick(rng: random.Random) -> tuple[bool, int]:
     return rng.random() < READ_SHARE, rng.choices(range(ROWS), weights=WEIGHTS)[0]
 
 
-def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int) -> dict[str, Any]:
+def sync_worker(
+    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False
+) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
     control = redis.Redis.from_url(url)
     client = redis.Redis.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
+    sent = count_commands(client) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     misses = [0]
 
@@ -125,7 +189,7 @@ def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float
 
         stats = None
     else:
-        store = RedisStore(client, prefix=prefix)
+        store = (NoLeaseStore if variant.startswith("nolease") else RedisStore)(client, prefix=prefix)
 
         @cache_aside(ttl=60, store=store, key="row:{row}")
         def read(row: int) -> list[Any]:
@@ -153,25 +217,33 @@ def sync_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats)
+    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats, sent)
     return result
 
 
-def _result(log: list[Any], surfaced: int, cpu: float, misses: int, cached: Any) -> dict[str, Any]:
-    """A worker's report: its log, the errors that reached it, its CPU, and the cache's counters."""
+def _result(
+    log: list[Any], surfaced: int, cpu: float, misses: int, cached: Any, sent: list[int] | None
+) -> dict[str, Any]:
+    """A worker's report: its log, the errors that reached it, its CPU, the cache's counters,
+    and (when counted) the commands it sent."""
     if cached is None:
         stats = {"misses": misses}
     else:
         s = cached.stats()
         stats = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+    if sent is not None:
+        stats["commands"] = sent[0]
     return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced}
 
 
-async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int) -> dict[str, Any]:
+async def async_worker(
+    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False
+) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
     control = redis.asyncio.Redis.from_url(url)
     client = redis.asyncio.Redis.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
+    sent = count_commands(client) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     misses = [0]
 
@@ -195,7 +267,7 @@ async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds
 
         stats = None
     else:
-        store = RedisStore(client, prefix=prefix)
+        store = (NoLeaseStore if variant.startswith("nolease") else RedisStore)(client, prefix=prefix)
 
         @cache_aside(ttl=60, store=store, key="row:{row}")
         async def read(row: int) -> list[Any]:
@@ -223,14 +295,14 @@ async def async_worker(variant: str, url: str, prefix: str, dbpath: str, seconds
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats)
+    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats, sent)
     await client.aclose()
     await control.aclose()
     return result
 
 
 def worker_main(args: argparse.Namespace) -> None:
-    call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed)
+    call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed, args.count)
     result = asyncio.run(async_worker(*call)) if args.variant.endswith("async") else sync_worker(*call)
     with open(args.out, "w") as f:
         json.dump(result, f)
@@ -275,7 +347,8 @@ def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -
 
 
 def run_variant(
-    variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None
+    variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None,
+    count: bool = False,
 ) -> dict[str, Any]:
     dbpath = os.path.join(tmp, "truth.sqlite")
     create(dbpath)
@@ -286,6 +359,7 @@ def run_variant(
         subprocess.Popen([
             sys.executable, __file__, "--worker", "--variant", variant, "--url", url, "--prefix", prefix,
             "--db", dbpath, "--seconds", str(seconds), "--seed", str(1000 + i), "--out", outs[i],
+            *(["--count"] if count else []),
         ])
         for i in range(procs)
     ]
@@ -314,7 +388,7 @@ def run_variant(
             result = json.load(f)
         cpu += result["cpu"]
         surfaced += result["surfaced"]
-        ops.extend(tuple(op) for op in result["log"])  # type: ignore[misc]
+        ops.extend(tuple(op) for op in result["log"])
         for name, n in result.get("stats", {}).items():
             totals[name] += n
     control.close()
@@ -332,7 +406,10 @@ def main() -> None:
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
     parser.add_argument("--chaos", action="store_true",
                         help="kill Redis twice per run and restart it with its data (cacheaside variants only)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run cacheaside without its lease protocol, and count commands per operation")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--variant", "--prefix", "--db", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -348,12 +425,14 @@ def main() -> None:
         server = None if args.url else RedisServer()
     url = args.url if args.url and not args.chaos else server.url  # type: ignore[union-attr]
     variants = [v for v in VARIANTS if v.startswith("cacheaside")] if args.chaos else VARIANTS
+    if args.ablation and not args.chaos:
+        variants = [*VARIANTS[:2], ABLATION[0], *VARIANTS[2:], ABLATION[1]]
     results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
             for variant in variants:
                 results[variant] = run_variant(
-                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None
+                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None, args.ablation
                 )
     finally:
         if server is not None:
@@ -379,9 +458,16 @@ def main() -> None:
             f"{'read' if k == 'r' else 'write'} {m:.2f} / {p50:.2f} / {p99:.2f}"
             for k, (m, p50, p99) in r["latency"].items()
         ))
+    if args.ablation:
+        print("commands (round trips) per operation: " + ", ".join(
+            f"{v} {r['stats']['commands'] / max(1, r['ops']):.2f}" for v, r in results.items()
+        ))
     for mode in ("sync", "async"):
         ratio = results[f"cacheaside-{mode}"]["throughput"] / results[f"plain-{mode}"]["throughput"]
         print(f"throughput cacheaside/plain ({mode}): {ratio:.2f}x  (target >= 0.9x)")
+        if args.ablation:
+            bare = results[f"nolease-{mode}"]["throughput"] / results[f"plain-{mode}"]["throughput"]
+            print(f"  ablation: cacheaside without leases/plain ({mode}): {bare:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
+from redis.crc import key_slot
 
-from cacheaside import RedisStore, cache_aside, invalidate_tags, invalidates
+from cacheaside import RedisStore, ainvalidate_tags, cache_aside, invalidate_tags, invalidates
 from cacheaside._types import Entry
 from cacheaside.stores import envelope
 
@@ -444,10 +446,11 @@ def test_unreadable_values_are_a_miss_and_are_overwritten(
 
 
 class Commands:
-    """The commands clients sent to the server during an action, seen through MONITOR.
+    """The commands clients sent to the server during an action, seen through MONITOR,
+    and the round trips they took (``trips``: writes to a socket, a pipeline being one).
 
     Commands that scripts run are reported as such by MONITOR and left out: what
-    is counted is round trips from clients (connection set-up aside).
+    is counted is commands from clients (connection set-up aside).
     """
 
     #: A new connection's set-up, and the PING that makes sure the monitor is attached.
@@ -455,13 +458,21 @@ class Commands:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.trips = 0
 
     def count(self, action: Any) -> list[str]:
         marker = f"end-{uuid.uuid4().hex}"
         sent = []
+        send = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.trips += 1
+            send(conn, command, check_health)
+
         with self.client.monitor() as monitor:
             self.client.ping()  # the monitor is attached once this round trip is done
-            action()
+            with mock.patch.object(redis.connection.AbstractConnection, "send_packed_command", counted):
+                action()
             self.client.echo(marker)
             while True:
                 event = monitor.next_command()
@@ -473,12 +484,20 @@ class Commands:
 
 
 def test_a_miss_is_a_get_an_acquire_and_a_set(rstore: RedisStore, client: redis.Redis) -> None:
-    @cache_aside(ttl=60, store=rstore, tags=["t:{x}"])
+    @cache_aside(ttl=60, store=rstore)
     def f(x: int) -> dict[str, int]:
         return {"x": x}
 
-    f(0)  # loads the scripts
-    assert Commands(client).count(lambda: f(1)) == ["GET", "EVALSHA", "EVALSHA"]
+    @cache_aside(ttl=60, store=rstore, tags=["t:{x}", "all"])
+    def g(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    f(0), g(0)  # loads the scripts
+    commands = Commands(client)
+    assert commands.count(lambda: f(1)) == ["GET", "EVALSHA", "EVALSHA"] and commands.trips == 3
+    # Tags are recorded by one single-slot script per tag, pipelined with the acquire and the set.
+    commands = Commands(client)
+    assert commands.count(lambda: g(1)) == ["GET", *["EVALSHA"] * 3, *["EVALSHA"] * 3] and commands.trips == 3
 
 
 def test_a_hit_is_one_get(rstore: RedisStore, client: redis.Redis) -> None:
@@ -487,7 +506,8 @@ def test_a_hit_is_one_get(rstore: RedisStore, client: redis.Redis) -> None:
         return {"x": x}
 
     f(1)
-    assert Commands(client).count(lambda: f(1)) == ["GET"] and f.stats().hits == 1
+    commands = Commands(client)
+    assert commands.count(lambda: f(1)) == ["GET"] and commands.trips == 1 and f.stats().hits == 1
 
 
 def test_a_writer_with_three_targets_and_two_tags_is_one_round_trip(rstore: RedisStore, client: redis.Redis) -> None:
@@ -511,9 +531,99 @@ def test_a_writer_with_three_targets_and_two_tags_is_one_round_trip(rstore: Redi
     for f in (a, b, c):
         f(1) if f is not c else f(1, team="x")
     assert all(client.exists(f.key(1)) for f in (a, b, c))
-    assert Commands(client).count(lambda: write(1, "x")) == ["EVALSHA"]
+    commands = Commands(client)
+    assert commands.count(lambda: write(1, "x")) == ["EVALSHA"] and commands.trips == 1
     assert not any(client.exists(f.key(1)) for f in (a, b, c))
     assert not client.exists(f"{rstore.prefix}:tag:user:1") and not client.exists(f"{rstore.prefix}:tag:team:x")
+
+
+#: The keys of the commands the scripts run (MONITOR shows them), by position.
+_KEYED = {"GET": 1, "SET": 1, "HMGET": 1, "HSET": 1, "HGET": 1, "HDEL": 1, "PEXPIRE": 1, "SADD": 1,
+          "SMEMBERS": 1, "RPUSH": 1, "TYPE": 1, "ZREMRANGEBYSCORE": 1, "ZADD": 1, "PTTL": 1}
+
+
+def test_every_script_but_the_delete_touches_one_slot(
+    rstore: RedisStore, other: RedisStore, client: redis.Redis
+) -> None:
+    """What lets the same calls run on Redis Cluster: the acquire, set, release and tag
+    scripts are each given one key, and every key they touch is in that key's slot."""
+
+    @cache_aside(ttl=60, store=rstore, tags=["t:{x}", "all"])
+    def f(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    def actions() -> None:
+        f(1), f(1)  # a miss (acquire, tags, set, tags) and a hit
+        with pytest.raises(ValueError):
+            f(-1)  # a release
+        held = other.acquire(f.key(2), ("all",))
+        rstore.acquire(f.key(2), ("all",))  # registers a waiter
+        other.set(f.key(2), Entry(2, time.time(), 60.0), held)  # wakes it
+
+    f(0)  # loads the scripts
+    declared: set[int] | None = None
+    scripts = checked = 0
+    with client.monitor() as monitor:
+        client.ping()
+        actions()
+        client.echo("end-of-actions")
+        while "end-of-actions" not in (event := monitor.next_command())["command"]:
+            words = event["command"].split()
+            if event["client_type"] != "lua":
+                declared = None
+                if words[0] == "EVALSHA" and words[1] != rstore._delete.sha:
+                    scripts += 1
+                    assert int(words[2]) == 1, event
+                    declared = {key_slot(words[3].encode())}
+            elif declared is not None:
+                keys = words[1:] if words[0] in ("DEL", "EXISTS") else words[1:2] if words[0] in _KEYED else []
+                assert words[0] in _KEYED or words[0] in ("DEL", "EXISTS", "TIME"), event
+                assert {key_slot(k.encode()) for k in keys} <= declared, event
+                checked += len(keys)
+    assert scripts >= 10 and checked >= 20
+
+
+def test_a_tagged_fill_reloads_scripts_the_server_lost(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=60, store=rstore, tags=["all"])
+    def f(x: int) -> int:
+        return x
+
+    f(0)
+    client.script_flush()  # as after a restart without persistence
+    assert f(1) == 1 and f.stats().misses == 2 and f.stats().errors == 0
+    assert client.exists(f.key(1)) and client.zscore(f"{rstore.prefix}:tag:all", f.key(1)) is not None
+    assert f(1) == 1 and f.stats().hits == 1
+
+
+def test_async_tagged_fills_record_their_tags_and_tag_evictions_revoke_them(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    with redis_store(redis_server, asyncio=True) as store:
+        calls = []
+        started, go = asyncio.Event(), asyncio.Event()
+
+        @cache_aside(ttl=60, store=store, tags=["all"])
+        async def f(x: int) -> int:
+            calls.append(x)
+            if x == 2:
+                started.set()
+                await go.wait()
+            return x * len(calls)
+
+        async def scenario() -> None:
+            assert await f(1) == 1 and await f(1) == 1
+            client.script_flush()
+            held = asyncio.ensure_future(f(2))  # computing while a tag eviction runs
+            await started.wait()
+            await ainvalidate_tags("all", store=store)
+            go.set()
+            assert await held == 4  # its caller gets it, but it was not stored
+            assert not client.exists(f.key(2)) and not client.exists(f.key(1))
+            assert await f(2) == 6 and client.zscore(f"{store.prefix}:tag:all", f.key(2)) is not None
+
+        LOOP.run_until_complete(scenario())
 
 
 def test_tag_sets_expire_with_their_entries_and_drop_dead_members(rstore: RedisStore, client: redis.Redis) -> None:
@@ -523,17 +633,34 @@ def test_tag_sets_expire_with_their_entries_and_drop_dead_members(rstore: RedisS
 
     f(1)
     tag = f"{rstore.prefix}:tag:all"
-    assert 0 < client.pttl(tag) <= 60_000  # no longer than a lease record or its longest member
-    client.delete(f.key(1), "{" + f.key(1) + "}:lease")  # as if both had expired
+    # no longer than a lease record (or its longest-lived member) and a second's margin
+    assert 0 < client.pttl(tag) <= 61_000
+    # Each member is kept until its entry and its lease are both gone (server ms), plus the margin.
+    now_ms = client.time()[0] * 1000
+    assert now_ms + 59_000 <= client.zscore(tag, f.key(1)) <= now_ms + 62_000  # type: ignore[operator]
+    # As if the first 40 had lived their time: the next insert drops them, and only them.
     for i in range(2, 40):
         f(i)
-    assert client.scard(tag) <= 39
-    # every insert sweeps a sample of two members: dead ones do not pile up
-    for i in range(2, 40):
-        client.delete(f.key(i), "{" + f.key(i) + "}:lease")
-    for i in range(40, 200):
-        f(i)
-    assert client.scard(tag) < 200 - 40 + 20
+    client.zadd(tag, {f.key(i): 1 for i in range(1, 40)}, xx=True)
+    f(40)
+    assert client.zrange(tag, 0, -1) == [f.key(40).encode()]
+    # A member's time only grows: a set after an acquire keeps the longer of the two.
+    assert client.zscore(tag, f.key(40)) >= now_ms + 59_000  # type: ignore[operator]
+
+
+def test_a_tag_set_survives_foreign_values_under_its_name(rstore: RedisStore, client: redis.Redis) -> None:
+    @cache_aside(ttl=60, store=rstore, tags=["all"])
+    def f(x: int) -> int:
+        return x
+
+    tag = f"{rstore.prefix}:tag:all"
+    client.set(tag, b"junk")  # a foreign value where the tag set lives
+    assert f(1) == 1 and client.type(tag) == b"zset"
+    client.delete(tag)
+    client.sadd(tag, f.key(1))  # a plain set (an older layout): evicted as nothing, then replaced
+    invalidate_tags("all", store=rstore)
+    assert not client.exists(tag)
+    assert f(2) == 2 and client.type(tag) == b"zset"
 
 
 def test_a_value_handed_to_an_earlier_wait_is_never_served_to_a_later_one(

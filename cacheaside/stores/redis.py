@@ -2,8 +2,9 @@
 
 A hit is one ``GET`` of the entry's envelope (``stores.envelope``). Misses,
 fills and evictions are Lua scripts (``stores.redis_scripts``), each one round
-trip: leases give stale-set protection and single-flight across processes, and
-a waiting process is handed the value through a list of its own (``BLPOP``)
+trip (a fill's tags are recorded by one script per tag in the same pipeline):
+leases give stale-set protection and single-flight across processes, and a
+waiting process is handed the value through a list of its own (``BLPOP``)
 instead of polling.
 
 The store's sync methods serve a ``redis.Redis`` client and its ``a``-methods a
@@ -168,6 +169,7 @@ class RedisStore:
         self._set = self.client.register_script(lua.SET)
         self._release = self.client.register_script(lua.RELEASE)
         self._delete = self.client.register_script(lua.DELETE)
+        self._tag = self.client.register_script(lua.TAG)
         timeout = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
         self.guard = Guard(
@@ -245,11 +247,26 @@ class RedisStore:
     def _holder(self) -> str:
         return f"{self._process()}{next(self._serial)}"
 
+    def _tagged(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
+        """A pipeline (one round trip): ``script`` on ``key``, then ``TAG`` for each of ``tags``.
+
+        Each command touches one slot, so the same calls run on Redis Cluster. The tags are
+        recorded after the script (a tag eviction that runs in between finds no lease yet,
+        and the computation starts only after both) and expire ``px`` ms from now.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(script.sha, 1, key, *args)
+        for tag in tags:
+            pipe.evalsha(self._tag.sha, 1, lua.tag_key(self.prefix, tag), key, px)
+        return pipe
+
+    def _scripts(self, script: Any) -> tuple[str, str]:
+        return script.script, self._tag.script
+
     def _acquire_args(self, key: str, tags: Collection[str], holder: str, force: bool) -> dict[str, Any]:
         # force: take (or share) the lease even when a fresh entry is there (refreshes, unreadable bytes)
-        keys = [key, *(lua.tag_key(self.prefix, t) for t in tags)] if tags else [key]
         args = [repr(self.clock()), holder, "1"] if force else [repr(self.clock()), holder]
-        return {"keys": keys, "args": args}
+        return {"script": self._acquire, "key": key, "args": args, "tags": tags, "px": self._record_ms}
 
     def _lease(self, key: str, holder: str, reply: Sequence[Any]) -> Lease | None:
         """The lease in an acquire reply; None when it held a value that does not decode.
@@ -271,11 +288,7 @@ class RedisStore:
         payload = encode(key, entry, self.serializer)  # SerializationError before any I/O
         epoch, holder = _token(lease)
         px = max(1, int(entry.retain * 1000))
-        keys = [key, *(lua.tag_key(self.prefix, t) for t in entry.tags)] if entry.tags else [key]
-        return {"keys": keys, "args": [epoch, holder, payload, px]}
-
-    def _release_args(self, key: str, lease: Lease) -> dict[str, Any]:
-        return {"keys": [key], "args": [_token(lease)[1]]}
+        return {"script": self._set, "key": key, "args": [epoch, holder, payload, px], "tags": entry.tags, "px": px}
 
     def _delete_args(self, keys: Collection[str], tags: Collection[str]) -> dict[str, Any]:
         names = list(dict.fromkeys(keys))
@@ -310,19 +323,30 @@ class RedisStore:
             raise
         return None if data is None else decode(key, data, self.serializer)
 
+    def _run(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
+        """Run ``script`` on ``key`` (and record its ``tags``, in the same round trip); its reply."""
+        if not tags:
+            return script(keys=[key], args=args)
+        try:
+            return self._tagged(script, key, args, tags, px).execute()[0]
+        except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
+            for source in self._scripts(script):
+                self.client.script_load(source)
+            return self._tagged(script, key, args, tags, px).execute()[0]
+
     def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
-        lease = self._lease(key, holder, self._acquire(**self._acquire_args(key, tags, holder, refresh)))
+        lease = self._lease(key, holder, self._run(**self._acquire_args(key, tags, holder, refresh)))
         if lease is None:  # the script saw a fresh header on bytes that do not decode
-            lease = self._lease(key, holder, self._acquire(**self._acquire_args(key, tags, holder, True)))
+            lease = self._lease(key, holder, self._run(**self._acquire_args(key, tags, holder, True)))
         assert lease is not None
         return lease
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
-        return bool(self._set(**self._set_args(key, entry, lease)))
+        return bool(self._run(**self._set_args(key, entry, lease)))
 
     def release(self, key: str, lease: Lease) -> None:
-        self._release(**self._release_args(key, lease))
+        self._release(keys=[key], args=[_token(lease)[1]])
 
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
@@ -363,19 +387,29 @@ class RedisStore:
             raise
         return None if data is None else decode(key, data, self.serializer)
 
+    async def _arun(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
+        if not tags:
+            return await script(keys=[key], args=args)
+        try:
+            return (await self._tagged(script, key, args, tags, px).execute())[0]
+        except redis.exceptions.NoScriptError:
+            for source in self._scripts(script):
+                await self.client.script_load(source)
+            return (await self._tagged(script, key, args, tags, px).execute())[0]
+
     async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
-        lease = self._lease(key, holder, await self._acquire(**self._acquire_args(key, tags, holder, refresh)))
+        lease = self._lease(key, holder, await self._arun(**self._acquire_args(key, tags, holder, refresh)))
         if lease is None:
-            lease = self._lease(key, holder, await self._acquire(**self._acquire_args(key, tags, holder, True)))
+            lease = self._lease(key, holder, await self._arun(**self._acquire_args(key, tags, holder, True)))
         assert lease is not None
         return lease
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
-        return bool(await self._set(**self._set_args(key, entry, lease)))
+        return bool(await self._arun(**self._set_args(key, entry, lease)))
 
     async def arelease(self, key: str, lease: Lease) -> None:
-        await self._release(**self._release_args(key, lease))
+        await self._release(keys=[key], args=[_token(lease)[1]])
 
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)

@@ -10,8 +10,10 @@ below shares ``K``'s hash slot):
 - ``B:wake:<id>``: a list through which one waiter receives the value the key was
   filled with (the entry's bytes), or ``0`` when the lease was let go or revoked.
   Each wait has its own id, so nothing meant for an earlier wait reaches a later one.
-- ``tag_key(prefix, tag)``: a set of the entry keys stored (or being filled)
-  with ``tag``; it expires with its longest-lived member.
+- ``tag_key(prefix, tag)``: a sorted set of the entry keys stored (or being
+  filled) with ``tag``, each scored by the server time (ms) after which neither
+  its entry nor its lease can still exist; members past that are dropped when the
+  set is next added to, and the set expires with its longest-lived member.
 
 The epoch is what makes stale sets impossible: it is created by the first miss
 after an eviction, every lease taken until the next eviction carries it, and an
@@ -23,18 +25,27 @@ computes and how long others wait. A set clears its own holder but keeps the
 epoch, so that another computation under the same epoch can still store; the
 hash expires ``record ms`` after the last miss that took a lease on the key.
 
-The scripts are given entry keys and tag sets; the keys they derive from an entry
-key (its lease, waiters and wake lists) are in that entry key's slot (for Redis
-Cluster). The delete script also touches the members of tag sets, which it reads
-at run time; on a cluster those are to be grouped per slot (see docs/design.md).
+Every script but the delete is given one key and touches only keys in its slot:
+``ACQUIRE``, ``SET`` and ``RELEASE`` an entry key and the keys derived from it
+(its lease, waiters and wake lists, under its ``{...}`` hash tag), ``TAG`` one tag
+set. A fill records its tags with one ``TAG`` per tag, sent in the same pipeline
+(one round trip) right after its ``ACQUIRE`` or ``SET``, so that the same calls run
+on Redis Cluster. The delete script is given entry keys and tag sets and also
+touches the members of tag sets, which it reads at run time: one round trip on a
+single server; on a cluster an eviction by tag reads the members first and then
+deletes per slot (see docs/design.md).
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "acquire_script", "tag_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
+
+#: How much longer a tag set keeps a member than the entry or lease it was recorded for
+#: (``TAG`` runs just before the command that sets that expiry, on the same server clock).
+TAG_MARGIN_MS = 1000
 
 
 def _slot_base(key: str) -> str:
@@ -76,28 +87,13 @@ local function wake(waiters, msg)
   redis.call('DEL', waiters)
 end
 
--- Record a key as a member of the tag sets KEYS[first..], keeping each set alive as
--- long as its longest-lived member; with sweep, drop up to two members that are gone.
-local function tag_members(first, member, px, sweep)
-  for i = first, #KEYS do
-    redis.call('SADD', KEYS[i], member)
-    if redis.call('PTTL', KEYS[i]) < px then redis.call('PEXPIRE', KEYS[i], px) end
-    if sweep then
-      for _, m in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
-        if m ~= member and redis.call('EXISTS', m, slot_base(m) .. ':lease') == 0 then
-          redis.call('SREM', KEYS[i], m)
-        end
-      end
-    end
-  end
-end
 """
 
 # Every script is given the entry keys (and tag sets) only: the lease hash, waiters set and
 # wake lists are derived from an entry key here, and share its hash slot. Fewer arguments
 # matter: packing them is most of a client's cost per command.
 
-#: KEYS: entry, tag sets...; ARGV: now (client seconds), candidate holder (also this wait's id),
+#: KEYS: entry; ARGV: now (client seconds), candidate holder (also this wait's id),
 #: and "1" to take the lease even over a fresh entry. LEASE_MS and RECORD_MS are the store's.
 #: Returns {entry} when a fresh entry is there (and not forced); {nil, epoch, holder} when this
 #: call took the lease; {nil, epoch, holder, ms left} when another holds it. A holder of another
@@ -128,12 +124,11 @@ if rec[2] and tonumber(rec[3]) > now then
 end
 redis.call('HSET', lease, 'e', epoch, 'h', ARGV[2], 't', now + LEASE_MS)
 redis.call('PEXPIRE', lease, RECORD_MS)
-tag_members(2, key, RECORD_MS, false)
 return {false, epoch, ARGV[2]}
 """
 )
 
-#: KEYS: entry, tag sets...; ARGV: epoch, holder, payload, px. Returns 1 if stored.
+#: KEYS: entry; ARGV: epoch, holder, payload, px. Returns 1 if stored.
 SET = (
     _COMMON_LUA
     + """
@@ -143,7 +138,6 @@ local rec = redis.call('HMGET', base .. ':lease', 'e', 'h')
 if rec[1] ~= ARGV[1] then return 0 end
 redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
 if rec[2] == ARGV[2] then redis.call('HDEL', base .. ':lease', 'h', 't') end
-tag_members(2, key, tonumber(ARGV[4]), true)
 wake(base .. ':waiters', ARGV[3])
 return 1
 """
@@ -163,7 +157,7 @@ return 0
 )
 
 #: KEYS: n entries, then tag sets; ARGV: n. Deletes the entries, their leases (revoking every
-#: outstanding fill) and the tags' members, and wakes their waiters.
+#: outstanding fill) and the tags' members (and the tag sets), and wakes their waiters.
 DELETE = (
     _COMMON_LUA
     + """
@@ -175,12 +169,29 @@ end
 local n = tonumber(ARGV[1])
 for i = 1, n do drop(KEYS[i]) end
 for i = n + 1, #KEYS do
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[i])) do drop(m) end
+  if redis.call('TYPE', KEYS[i]).ok == 'zset' then
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do drop(m) end
+  end
   redis.call('DEL', KEYS[i])
 end
 return 0
 """
 )
+
+#: KEYS: one tag set; ARGV: an entry key, and ms its entry or lease may live. Records the key
+#: as a member until then (a member's time only grows), drops members whose time has passed,
+#: and keeps the set as long as its longest-lived member. Anything else under the name is replaced.
+TAG = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local px = tonumber(ARGV[2]) + {TAG_MARGIN_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[1], 'GT', now + px, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < px then redis.call('PEXPIRE', KEYS[1], px) end
+return 0
+"""
 
 
 def acquire_script(lease_ms: int, record_ms: int) -> str:

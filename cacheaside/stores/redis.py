@@ -247,26 +247,30 @@ class RedisStore:
     def _holder(self) -> str:
         return f"{self._process()}{next(self._serial)}"
 
-    def _tagged(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
-        """A pipeline (one round trip): ``script`` on ``key``, then ``TAG`` for each of ``tags``.
+    def _send(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str], px: int) -> Any:
+        """Send ``script`` (a reply, or its awaitable): ``EVALSHA`` alone or, with ``tags`` (a fill's),
+        a pipeline of it and one ``TAG`` per tag, whose reply is a list. One round trip either way.
 
         Each command touches one slot, so the same calls run on Redis Cluster. The tags are
         recorded after the script (a tag eviction that runs in between finds no lease yet,
         and the computation starts only after both) and expire ``px`` ms from now.
         """
+        if not tags:
+            return self.client.evalsha(script.sha, len(keys), *keys, *args)
         pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, 1, key, *args)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
         for tag in tags:
-            pipe.evalsha(self._tag.sha, 1, lua.tag_key(self.prefix, tag), key, px)
-        return pipe
+            pipe.evalsha(self._tag.sha, 1, lua.tag_key(self.prefix, tag), keys[0], px)
+        return pipe.execute()
 
-    def _scripts(self, script: Any) -> tuple[str, str]:
-        return script.script, self._tag.script
+    def _sources(self, script: Any, tags: Collection[str]) -> tuple[str, ...]:
+        """What to load when the server lost its scripts (a restart, ``SCRIPT FLUSH``)."""
+        return (script.script, self._tag.script) if tags else (script.script,)
 
     def _acquire_args(self, key: str, tags: Collection[str], holder: str, force: bool) -> dict[str, Any]:
         # force: take (or share) the lease even when a fresh entry is there (refreshes, unreadable bytes)
         args = [repr(self.clock()), holder, "1"] if force else [repr(self.clock()), holder]
-        return {"script": self._acquire, "key": key, "args": args, "tags": tags, "px": self._record_ms}
+        return {"script": self._acquire, "keys": [key], "args": args, "tags": tags, "px": self._record_ms}
 
     def _lease(self, key: str, holder: str, reply: Sequence[Any]) -> Lease | None:
         """The lease in an acquire reply; None when it held a value that does not decode.
@@ -288,13 +292,16 @@ class RedisStore:
         payload = encode(key, entry, self.serializer)  # SerializationError before any I/O
         epoch, holder = _token(lease)
         px = max(1, int(entry.retain * 1000))
-        return {"script": self._set, "key": key, "args": [epoch, holder, payload, px], "tags": entry.tags, "px": px}
+        return {"script": self._set, "keys": [key], "args": [epoch, holder, payload, px], "tags": entry.tags, "px": px}
+
+    def _release_args(self, key: str, lease: Lease) -> dict[str, Any]:
+        return {"script": self._release, "keys": [key], "args": [_token(lease)[1]]}
 
     def _delete_args(self, keys: Collection[str], tags: Collection[str]) -> dict[str, Any]:
         names = list(dict.fromkeys(keys))
         count = len(names)
         names.extend(lua.tag_key(self.prefix, t) for t in dict.fromkeys(tags))
-        return {"keys": names, "args": [count]}
+        return {"script": self._delete, "keys": names, "args": [count]}
 
     def _entry(self, key: str, data: bytes | None) -> Entry | None:
         return None if data is None else decode(key, data, self.serializer)
@@ -323,16 +330,17 @@ class RedisStore:
             raise
         return None if data is None else decode(key, data, self.serializer)
 
-    def _run(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
-        """Run ``script`` on ``key`` (and record its ``tags``, in the same round trip); its reply."""
-        if not tags:
-            return script(keys=[key], args=args)
+    def _run(
+        self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str] = (), px: int = 0
+    ) -> Any:
+        """Run ``script`` (recording a fill's ``tags`` in the same round trip); its reply."""
         try:
-            return self._tagged(script, key, args, tags, px).execute()[0]
-        except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
-            for source in self._scripts(script):
+            reply = self._send(script, keys, args, tags, px)
+        except redis.exceptions.NoScriptError:
+            for source in self._sources(script, tags):
                 self.client.script_load(source)
-            return self._tagged(script, key, args, tags, px).execute()[0]
+            reply = self._send(script, keys, args, tags, px)
+        return reply[0] if tags else reply
 
     def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
@@ -346,7 +354,7 @@ class RedisStore:
         return bool(self._run(**self._set_args(key, entry, lease)))
 
     def release(self, key: str, lease: Lease) -> None:
-        self._release(keys=[key], args=[_token(lease)[1]])
+        self._run(**self._release_args(key, lease))
 
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
@@ -358,7 +366,7 @@ class RedisStore:
 
     def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:
-            self._delete(**self._delete_args(keys, tags))
+            self._run(**self._delete_args(keys, tags))
 
     def purge(self) -> None:
         """Delete every key under the prefix (SCAN + UNLINK): only after owed evictions overflowed."""
@@ -387,15 +395,16 @@ class RedisStore:
             raise
         return None if data is None else decode(key, data, self.serializer)
 
-    async def _arun(self, script: Any, key: str, args: Sequence[Any], tags: Collection[str], px: int) -> Any:
-        if not tags:
-            return await script(keys=[key], args=args)
+    async def _arun(
+        self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str] = (), px: int = 0
+    ) -> Any:
         try:
-            return (await self._tagged(script, key, args, tags, px).execute())[0]
+            reply = await self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:
-            for source in self._scripts(script):
+            for source in self._sources(script, tags):
                 await self.client.script_load(source)
-            return (await self._tagged(script, key, args, tags, px).execute())[0]
+            reply = await self._send(script, keys, args, tags, px)
+        return reply[0] if tags else reply
 
     async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
         holder = self._holder()
@@ -409,7 +418,7 @@ class RedisStore:
         return bool(await self._arun(**self._set_args(key, entry, lease)))
 
     async def arelease(self, key: str, lease: Lease) -> None:
-        await self._release(keys=[key], args=[_token(lease)[1]])
+        await self._arun(**self._release_args(key, lease))
 
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
@@ -432,4 +441,4 @@ class RedisStore:
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         if keys or tags:
-            await self._delete(**self._delete_args(keys, tags))
+            await self._arun(**self._delete_args(keys, tags))

@@ -590,11 +590,24 @@ def test_a_tagged_fill_reloads_scripts_the_server_lost(rstore: RedisStore, clien
     def f(x: int) -> int:
         return x
 
-    f(0)
+    @cache_aside(ttl=60, store=rstore)
+    def g(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    f(0), g(0)
     client.script_flush()  # as after a restart without persistence
     assert f(1) == 1 and f.stats().misses == 2 and f.stats().errors == 0
     assert client.exists(f.key(1)) and client.zscore(f"{rstore.prefix}:tag:all", f.key(1)) is not None
     assert f(1) == 1 and f.stats().hits == 1
+    client.script_flush()
+    f.invalidate(1)  # the delete script
+    assert not client.exists(f.key(1))
+    client.script_flush()
+    with pytest.raises(ValueError):
+        g(-1)  # acquire, then the release script
+    assert client.hget("{" + g.key(-1) + "}:lease", "h") is None and g.stats().errors == 0
 
 
 def test_async_tagged_fills_record_their_tags_and_tag_evictions_revoke_them(

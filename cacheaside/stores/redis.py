@@ -252,8 +252,9 @@ class RedisStore:
         a pipeline of it and one ``TAG`` per tag, whose reply is a list. One round trip either way.
 
         Each command touches one slot, so the same calls run on Redis Cluster. The tags are
-        recorded after the script (a tag eviction that runs in between finds no lease yet,
-        and the computation starts only after both) and expire ``px`` ms from now.
+        recorded after the script and kept ``px`` ms from now. After an acquire, not before: a
+        tag eviction that runs in between has no lease to revoke, and it came before the
+        computation, which starts only once the whole pipeline has replied.
         """
         if not tags:
             return self.client.evalsha(script.sha, len(keys), *keys, *args)

@@ -38,13 +38,15 @@ deletes per slot (see docs/design.md).
 
 from __future__ import annotations
 
+from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
+
 __all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
 
 #: How much longer a tag set keeps a member than the entry or lease it was recorded for
-#: (``TAG`` runs just before the command that sets that expiry, on the same server clock).
+#: (``TAG`` runs in the same pipeline as the script that sets that expiry, on the same server clock).
 TAG_MARGIN_MS = 1000
 
 
@@ -76,6 +78,12 @@ local function slot_base(k)
   return '{{' .. k .. '}}'
 end
 
+-- The server's clock in ms: every expiry these scripts judge is on it.
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- Hand msg to every process waiting on a key (given its waiters set), once.
 local function wake(waiters, msg)
   local base = string.sub(waiters, 1, -9)  -- strip ':waiters'
@@ -89,8 +97,8 @@ end
 
 """
 
-# Every script is given the entry keys (and tag sets) only: the lease hash, waiters set and
-# wake lists are derived from an entry key here, and share its hash slot. Fewer arguments
+# The scripts are given entry keys (and the delete, tag sets) only: the lease hash, waiters set
+# and wake lists are derived from an entry key here, and share its hash slot. Fewer arguments
 # matter: packing them is most of a client's cost per command.
 
 #: KEYS: entry; ARGV: now (client seconds), candidate holder (also this wait's id),
@@ -100,18 +108,17 @@ end
 #: process registers the caller as a waiter, to be woken through its wake list.
 ACQUIRE = (
     _COMMON_LUA
-    + """
+    + f"""
 local key = KEYS[1]
 local v = redis.pcall('GET', key)
-if type(v) == 'string' and ARGV[3] == nil and #v >= 38
-    and string.byte(v, 1) == 202 and string.byte(v, 2) == 1 then
+if type(v) == 'string' and ARGV[3] == nil and #v >= {HEADER_SIZE}
+    and string.byte(v, 1) == {MAGIC} and string.byte(v, 2) == {FORMAT_VERSION} then
   local stored_at, ttl = struct.unpack('<dd', v, 7)
-  if stored_at + ttl > tonumber(ARGV[1]) then return {v} end
+  if stored_at + ttl > tonumber(ARGV[1]) then return {{v}} end
 end
 local base = slot_base(key)
 local lease = base .. ':lease'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_ms()
 local rec = redis.call('HMGET', lease, 'e', 'h', 't')
 local epoch = rec[1] or ARGV[2]
 if rec[2] and tonumber(rec[3]) > now then
@@ -120,11 +127,11 @@ if rec[2] and tonumber(rec[3]) > now then
     redis.call('SADD', base .. ':waiters', ARGV[2])
     redis.call('PEXPIRE', base .. ':waiters', RECORD_MS)
   end
-  return {false, epoch, rec[2], tonumber(rec[3]) - now}
+  return {{false, epoch, rec[2], tonumber(rec[3]) - now}}
 end
 redis.call('HSET', lease, 'e', epoch, 'h', ARGV[2], 't', now + LEASE_MS)
 redis.call('PEXPIRE', lease, RECORD_MS)
-return {false, epoch, ARGV[2]}
+return {{false, epoch, ARGV[2]}}
 """
 )
 
@@ -181,9 +188,8 @@ return 0
 #: KEYS: one tag set; ARGV: an entry key, and ms its entry or lease may live. Records the key
 #: as a member until then (a member's time only grows), drops members whose time has passed,
 #: and keeps the set as long as its longest-lived member. Anything else under the name is replaced.
-TAG = f"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+TAG = _COMMON_LUA + f"""
+local now = server_ms()
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local px = tonumber(ARGV[2]) + {TAG_MARGIN_MS}

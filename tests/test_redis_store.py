@@ -239,14 +239,14 @@ def test_a_waiter_gets_the_holders_value_as_soon_as_it_is_stored(rstore: RedisSt
     t1, out1 = in_thread(holder)
     assert entered.wait(5)
     t2, out2 = in_thread(lambda: (waiter(), time.monotonic()))
-    time.sleep(0.1)  # the waiter is now subscribed and waiting
+    time.sleep(0.1)  # the waiter is now registered and blocked on its wake list
     proceed.set()
     t1.join(5)
     t2.join(5)
     value, returned_at = out2[0]
     assert out1 == ["from holder"] and value == "from holder"
     assert waiter.stats().misses == 1 and waiter.stats().hits == 0
-    # Woken by the notification, not by polling: far below lease_timeout (5 s).
+    # Handed the value through its wake list, not by polling: far below lease_timeout (5 s).
     assert returned_at - done_at[0] < 0.25
 
 

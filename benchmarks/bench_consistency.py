@@ -5,7 +5,8 @@ Run: make bench-consistency  (or .venv/bin/python benchmarks/bench_consistency.p
 N processes (default 4) share one Redis (started here on a free port) and a
 SQLite file (the source of truth) of 20 rows holding (value, version). Each
 process runs a loop for a fixed time: 90% reads, 10% writes, rows chosen with
-a Zipf skew. A read selects the row, then takes 0-5 ms (serialization, network);
+a Zipf skew. A read selects the row, then takes 0-5 ms (serialization, network:
+asleep by default; --cpu-share F spends that share of it on the CPU instead);
 a write bumps the row's version and evicts its cache entry. Every operation is
 logged with ``time.monotonic_ns()`` (one clock for all processes on Linux), and
 the checker counts stale reads: reads that started after a write to the same
@@ -147,6 +148,32 @@ def count_commands(client: Any) -> list[int]:
     return sent
 
 
+#: The share of a computation's 0-5 ms spent on the CPU (serialization); the rest waits (network).
+CPU_SHARE = 0.0
+
+
+def _spin(seconds: float) -> None:
+    """Use ``seconds`` of this thread's CPU time, however busy the machine is."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def work(rng: random.Random) -> None:
+    """A computation's 0-5 ms: CPU_SHARE of it on the CPU, the rest asleep."""
+    seconds = rng.random() * 0.005
+    if CPU_SHARE:
+        _spin(seconds * CPU_SHARE)
+    time.sleep(seconds * (1 - CPU_SHARE))
+
+
+async def awork(rng: random.Random) -> None:
+    seconds = rng.random() * 0.005
+    if CPU_SHARE:
+        _spin(seconds * CPU_SHARE)
+    await asyncio.sleep(seconds * (1 - CPU_SHARE))
+
+
 def plan(seed: int) -> random.Random:
     return random.Random(seed)
 
@@ -167,7 +194,7 @@ def sync_worker(
     client = redis.Redis.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
     sent = count_commands(client) if count else None
     log: list[tuple[str, int, int, int, int]] = []
-    misses = [0]
+    computed = [0]  # runs of the computation, in every variant
 
     if variant == "plain-sync":
 
@@ -176,9 +203,9 @@ def sync_worker(
             raw = client.get(key)
             if raw is not None:
                 return msgpack.unpackb(raw)  # type: ignore[no-any-return]
-            misses[0] += 1
+            computed[0] += 1
             value = select(db, row)
-            time.sleep(rng.random() * 0.005)
+            work(rng)
             client.set(key, msgpack.packb(value), ex=60)
             return value
 
@@ -193,8 +220,9 @@ def sync_worker(
 
         @cache_aside(ttl=60, store=store, key="row:{row}")
         def read(row: int) -> list[Any]:
+            computed[0] += 1
             value = select(db, row)
-            time.sleep(rng.random() * 0.005)
+            work(rng)
             return value
 
         @invalidates(read)
@@ -217,20 +245,19 @@ def sync_worker(
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats, sent)
+    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent)
     return result
 
 
 def _result(
-    log: list[Any], surfaced: int, cpu: float, misses: int, cached: Any, sent: list[int] | None
+    log: list[Any], surfaced: int, cpu: float, computed: int, cached: Any, sent: list[int] | None
 ) -> dict[str, Any]:
-    """A worker's report: its log, the errors that reached it, its CPU, the cache's counters,
-    and (when counted) the commands it sent."""
-    if cached is None:
-        stats = {"misses": misses}
-    else:
+    """A worker's report: its log, the errors that reached it, its CPU, how often it ran the
+    computation, the cache's counters, and (when counted) the commands it sent."""
+    stats = {"computed": computed}
+    if cached is not None:
         s = cached.stats()
-        stats = {"hits": s.hits, "misses": s.misses, "errors": s.errors}
+        stats.update(hits=s.hits, misses=s.misses, errors=s.errors)
     if sent is not None:
         stats["commands"] = sent[0]
     return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced}
@@ -245,7 +272,7 @@ async def async_worker(
     client = redis.asyncio.Redis.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
     sent = count_commands(client) if count else None
     log: list[tuple[str, int, int, int, int]] = []
-    misses = [0]
+    computed = [0]  # runs of the computation, in every variant
 
     if variant == "plain-async":
 
@@ -254,9 +281,9 @@ async def async_worker(
             raw = await client.get(key)
             if raw is not None:
                 return msgpack.unpackb(raw)  # type: ignore[no-any-return]
-            misses[0] += 1
+            computed[0] += 1
             value = select(db, row)
-            await asyncio.sleep(rng.random() * 0.005)
+            await awork(rng)
             await client.set(key, msgpack.packb(value), ex=60)
             return value
 
@@ -271,8 +298,9 @@ async def async_worker(
 
         @cache_aside(ttl=60, store=store, key="row:{row}")
         async def read(row: int) -> list[Any]:
+            computed[0] += 1
             value = select(db, row)
-            await asyncio.sleep(rng.random() * 0.005)
+            await awork(rng)
             return value
 
         @invalidates(read)
@@ -295,13 +323,15 @@ async def async_worker(
             surfaced += 1
             continue
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, misses[0], stats, sent)
+    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent)
     await client.aclose()
     await control.aclose()
     return result
 
 
 def worker_main(args: argparse.Namespace) -> None:
+    global CPU_SHARE
+    CPU_SHARE = args.cpu_share
     call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed, args.count)
     result = asyncio.run(async_worker(*call)) if args.variant.endswith("async") else sync_worker(*call)
     with open(args.out, "w") as f:
@@ -348,7 +378,7 @@ def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -
 
 def run_variant(
     variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None,
-    count: bool = False,
+    count: bool = False, cpu_share: float = 0.0,
 ) -> dict[str, Any]:
     dbpath = os.path.join(tmp, "truth.sqlite")
     create(dbpath)
@@ -359,7 +389,7 @@ def run_variant(
         subprocess.Popen([
             sys.executable, __file__, "--worker", "--variant", variant, "--url", url, "--prefix", prefix,
             "--db", dbpath, "--seconds", str(seconds), "--seed", str(1000 + i), "--out", outs[i],
-            *(["--count"] if count else []),
+            "--cpu-share", repr(cpu_share), *(["--count"] if count else []),
         ])
         for i in range(procs)
     ]
@@ -408,12 +438,16 @@ def main() -> None:
                         help="kill Redis twice per run and restart it with its data (cacheaside variants only)")
     parser.add_argument("--ablation", action="store_true",
                         help="also run cacheaside without its lease protocol, and count commands per operation")
+    parser.add_argument("--cpu-share", type=float, default=0.0, metavar="F",
+                        help="spend this share (0-1) of each computation's 0-5 ms on the CPU instead of asleep")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--variant", "--prefix", "--db", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 0 <= args.cpu_share <= 1:
+        parser.error(f"--cpu-share must be between 0 and 1, got {args.cpu_share}")
     if args.worker:
         worker_main(args)
         return
@@ -432,7 +466,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
             for variant in variants:
                 results[variant] = run_variant(
-                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None, args.ablation
+                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None, args.ablation,
+                    args.cpu_share,
                 )
     finally:
         if server is not None:
@@ -445,7 +480,7 @@ def main() -> None:
             print(f"{variant:18} {r['ops']:7d} {r['surfaced']:16d} {r['stale']:6d} {r['late']:22d}  {r['stats']}")
         return
     print(f"{args.procs} processes x {args.seconds:g} s per variant, {ROWS} rows, "
-          f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation")
+          f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation ({args.cpu_share:.0%} of it on the CPU)")
     print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9}  cache stats")
     for variant, r in results.items():
         per10k = r["stale"] / max(1, r["reads"]) * 10_000

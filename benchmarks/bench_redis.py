@@ -1,4 +1,5 @@
-"""RedisStore hit cost against a bare ``GET`` + ``msgpack.unpackb`` of the same payload, sync and async.
+"""RedisStore hit cost against a bare ``GET`` + ``msgpack.unpackb`` of the same payload, sync and async;
+and how promptly a waiter is handed another process's value.
 
 Run: make bench-redis  (or .venv/bin/python benchmarks/bench_redis.py [--url redis://...])
 
@@ -6,6 +7,10 @@ Without --url it starts its own redis-server on a free port. Baseline and
 cacheaside run in alternating rounds on the same connection pool settings, and
 the ratio is the median of per-round ratios, so machine noise hits both alike. The target is at
 most 1.10x.
+
+Hand-over: a holder computes a key while a waiter (another store, so another process to it) is
+blocked on it; the figure is the time from the end of the holder's computation to the waiter's
+return (the holder's store round trip, the wake, the waiter's reply). Target: about 1 ms.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -106,17 +112,121 @@ async def async_case(url: str, rounds: int, number: int) -> tuple[float, float, 
     return compare(samples)
 
 
+# -- hand-over: how long after the holder's computation a waiter in another process returns ----
+
+
+def _near(key: str, what: str) -> str:
+    """The lease hash or waiters set of an entry key without a hash tag (see ``redis_scripts``)."""
+    return "{" + key + "}:" + what
+
+
+def handover_case(url: str, rounds: int) -> list[float]:
+    """Seconds from the end of the holder's computation to the return of a waiter that was blocked
+    on it, per round. Two stores on one prefix are two processes to each other (their holder ids
+    differ), so the waiter waits on Redis, not in-process."""
+    holder_store = RedisStore.from_url(url, prefix="handover")
+    waiter_store = RedisStore.from_url(url, prefix="handover")
+    go = threading.Event()
+    done: list[float] = []
+
+    @cache_aside(ttl=3600, store=holder_store, key="hot:{n}")
+    def holder(n: int) -> dict[str, Any]:
+        assert go.wait(5)
+        done.append(time.perf_counter())
+        return VALUE
+
+    @cache_aside(ttl=3600, store=waiter_store, key="hot:{n}")
+    def waiter(n: int) -> dict[str, Any]:
+        raise AssertionError("the waiter computed: it should have been handed the value")
+
+    control = holder_store.client
+    gaps = []
+    for n in range(rounds):
+        go.clear()
+        t = threading.Thread(target=holder, args=(n,))
+        t.start()
+        key = holder.key(n)
+        while not control.exists(_near(key, "lease")):
+            time.sleep(0.0005)
+
+        def release(key: str = key) -> None:
+            while not control.scard(_near(key, "waiters")):
+                time.sleep(0.0005)
+            go.set()
+
+        r = threading.Thread(target=release)
+        r.start()
+        assert waiter(n) == VALUE
+        returned = time.perf_counter()
+        t.join()
+        r.join()
+        gaps.append(returned - done[-1])
+    holder_store.client.close()
+    waiter_store.client.close()
+    return gaps
+
+
+async def ahandover_case(url: str, rounds: int) -> list[float]:
+    """``handover_case`` with asyncio clients: the holder, the waiter and the releaser are tasks."""
+    holder_store = RedisStore.from_url(url, prefix="ahandover", asyncio=True)
+    waiter_store = RedisStore.from_url(url, prefix="ahandover", asyncio=True)
+    go = asyncio.Event()
+    done: list[float] = []
+
+    @cache_aside(ttl=3600, store=holder_store, key="hot:{n}")
+    async def holder(n: int) -> dict[str, Any]:
+        await go.wait()
+        done.append(time.perf_counter())
+        return VALUE
+
+    @cache_aside(ttl=3600, store=waiter_store, key="hot:{n}")
+    async def waiter(n: int) -> dict[str, Any]:
+        raise AssertionError("the waiter computed: it should have been handed the value")
+
+    control = holder_store.client
+    gaps = []
+    for n in range(rounds):
+        go.clear()
+        key = holder.key(n)
+        h = asyncio.ensure_future(holder(n))
+        while not await control.exists(_near(key, "lease")):
+            await asyncio.sleep(0.0005)
+
+        async def release(key: str = key) -> None:
+            while not await control.scard(_near(key, "waiters")):
+                await asyncio.sleep(0.0005)
+            go.set()
+
+        r = asyncio.ensure_future(release())
+        assert await waiter(n) == VALUE
+        returned = time.perf_counter()
+        await h
+        await r
+        gaps.append(returned - done[-1])
+    await holder_store.client.aclose()
+    await waiter_store.client.aclose()
+    return gaps
+
+
+def _quantiles(gaps: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(gaps)
+    return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.9)], ordered[int(len(ordered) * 0.99)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--number", type=int, default=500)
+    parser.add_argument("--handovers", type=int, default=200)
     args = parser.parse_args()
     server = None if args.url else RedisServer()
     url = args.url or server.url  # type: ignore[union-attr]
     try:
         sync = sync_case(url, args.rounds, args.number)
         asyn = asyncio.run(async_case(url, args.rounds, args.number))
+        handover = handover_case(url, args.handovers)
+        ahandover = asyncio.run(ahandover_case(url, args.handovers))
     finally:
         if server is not None:
             server.stop()
@@ -126,6 +236,11 @@ def main() -> None:
     print(f"{'case':10} {'bare GET+unpackb':>17} {'cacheaside hit':>15} {'ratio':>7}  (target <= 1.10x)")
     for name, (base, ours, ratio) in (("sync", sync), ("asyncio", asyn)):
         print(f"{name:10} {base * 1e6:14.1f} us {ours * 1e6:12.1f} us {ratio:6.3f}x")
+    print(f"hand-over: a waiter returns this long after the holder's computation ends "
+          f"({args.handovers} rounds; target about 1 ms)")
+    for name, gaps in (("sync", handover), ("asyncio", ahandover)):
+        p50, p90, p99 = _quantiles(gaps)
+        print(f"{name:10} p50 {p50 * 1e3:.2f} ms  p90 {p90 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

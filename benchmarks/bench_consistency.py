@@ -423,16 +423,33 @@ def run_variant(
             totals[name] += n
     control.close()
     stale, late, reads = stale_reads(ops, outages)
-    lat = {k: sorted((e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k) for k in ("r", "w")}
-    latency = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
+    lat = {k: [(e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k] for k in ("r", "w")}
     return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
-            "stats": dict(totals), "latency": latency, "cpu_per_op": cpu / max(1, len(ops)), "surfaced": surfaced}
+            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced}
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's runs (one per round) pooled: counts summed, throughput and latency over all."""
+    total: dict[str, Any] = {name: sum(r[name] for r in runs) for name in ("ops", "reads", "stale", "late", "surfaced")}
+    total["throughput"] = statistics.mean(r["throughput"] for r in runs)
+    total["rounds"] = [r["throughput"] for r in runs]
+    stats: dict[str, int] = defaultdict(int)
+    for r in runs:
+        for name, n in r["stats"].items():
+            stats[name] += n
+    total["stats"] = dict(stats)
+    total["cpu_per_op"] = sum(r["cpu"] for r in runs) / max(1, total["ops"])
+    lat = {k: sorted(x for r in runs for x in r["lat"][k]) for k in ("r", "w")}
+    total["latency"] = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
+    return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the variants, in alternating order; ratios are the median over rounds")
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
     parser.add_argument("--chaos", action="store_true",
                         help="kill Redis twice per run and restart it with its data (cacheaside variants only)")
@@ -458,20 +475,29 @@ def main() -> None:
     else:
         server = None if args.url else RedisServer()
     url = args.url if args.url and not args.chaos else server.url  # type: ignore[union-attr]
-    variants = [v for v in VARIANTS if v.startswith("cacheaside")] if args.chaos else VARIANTS
-    if args.ablation and not args.chaos:
-        variants = [*VARIANTS[:2], ABLATION[0], *VARIANTS[2:], ABLATION[1]]
-    results = {}
+    # Variants compared with each other run back to back in each round, in alternating order
+    # (ABBA), so that the machine's drift over the session hits them alike.
+    if args.chaos:
+        groups = [[v] for v in VARIANTS if v.startswith("cacheaside")]
+    elif args.ablation:
+        groups = [[*VARIANTS[:2], ABLATION[0]], [*VARIANTS[2:], ABLATION[1]]]
+    else:
+        groups = [VARIANTS[:2], VARIANTS[2:]]
+    rounds = 1 if args.chaos else args.rounds
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
-            for variant in variants:
-                results[variant] = run_variant(
-                    variant, url, args.procs, args.seconds, tmp, server if args.chaos else None, args.ablation,
-                    args.cpu_share,
-                )
+            for i in range(rounds):
+                for group in groups:
+                    for variant in group if i % 2 == 0 else group[::-1]:
+                        runs[variant].append(run_variant(
+                            variant, url, args.procs, args.seconds, tmp, server if args.chaos else None,
+                            args.ablation, args.cpu_share,
+                        ))
     finally:
         if server is not None:
             server.stop()
+    results = {variant: merge(runs[variant]) for group in groups for variant in group}
     if args.chaos:
         print(f"{args.procs} processes x {args.seconds:g} s per variant; Redis killed (SIGKILL) at 30% and 65% "
               "of each run and restarted 1 s later with its data (appendonly, appendfsync always)")
@@ -479,9 +505,9 @@ def main() -> None:
         for variant, r in results.items():
             print(f"{variant:18} {r['ops']:7d} {r['surfaced']:16d} {r['stale']:6d} {r['late']:22d}  {r['stats']}")
         return
-    print(f"{args.procs} processes x {args.seconds:g} s per variant, {ROWS} rows, "
+    print(f"{args.procs} processes x {args.seconds:g} s per variant and round, {rounds} rounds, {ROWS} rows, "
           f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation ({args.cpu_share:.0%} of it on the CPU)")
-    print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9}  cache stats")
+    print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9} cache stats, all rounds")
     for variant, r in results.items():
         per10k = r["stale"] / max(1, r["reads"]) * 10_000
         print(f"{variant:18} {r['ops']:7d} {r['throughput']:8.0f} {r['reads']:7d} {r['stale']:6d} {per10k:9.1f}  "
@@ -498,11 +524,17 @@ def main() -> None:
             f"{v} {r['stats']['commands'] / max(1, r['ops']):.2f}" for v, r in results.items()
         ))
     for mode in ("sync", "async"):
-        ratio = results[f"cacheaside-{mode}"]["throughput"] / results[f"plain-{mode}"]["throughput"]
-        print(f"throughput cacheaside/plain ({mode}): {ratio:.2f}x  (target >= 0.9x)")
+        print(f"throughput cacheaside/plain ({mode}): {ratio_text(results, 'cacheaside', mode)}  (target >= 0.9x)")
         if args.ablation:
-            bare = results[f"nolease-{mode}"]["throughput"] / results[f"plain-{mode}"]["throughput"]
-            print(f"  ablation: cacheaside without leases/plain ({mode}): {bare:.2f}x")
+            print(f"  ablation: cacheaside without leases/plain ({mode}): {ratio_text(results, 'nolease', mode)}")
+
+
+def ratio_text(results: dict[str, Any], variant: str, mode: str) -> str:
+    """The median of the per-round throughput ratios of ``variant`` to plain, and each round's."""
+    ratios = [a / b for a, b in zip(results[f"{variant}-{mode}"]["rounds"], results[f"plain-{mode}"]["rounds"],
+                                    strict=True)]
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    return f"{statistics.median(ratios):.2f}x (median of {len(ratios)} rounds: {each})"
 
 
 if __name__ == "__main__":

@@ -159,19 +159,12 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def work(rng: random.Random) -> None:
-    """A computation's 0-5 ms: CPU_SHARE of it on the CPU, the rest asleep."""
+def work(rng: random.Random) -> float:
+    """A computation's 0-5 ms: spends CPU_SHARE of it on the CPU; returns the rest, to sleep."""
     seconds = rng.random() * 0.005
     if CPU_SHARE:
         _spin(seconds * CPU_SHARE)
-    time.sleep(seconds * (1 - CPU_SHARE))
-
-
-async def awork(rng: random.Random) -> None:
-    seconds = rng.random() * 0.005
-    if CPU_SHARE:
-        _spin(seconds * CPU_SHARE)
-    await asyncio.sleep(seconds * (1 - CPU_SHARE))
+    return seconds * (1 - CPU_SHARE)
 
 
 def plan(seed: int) -> random.Random:
@@ -205,7 +198,7 @@ def sync_worker(
                 return msgpack.unpackb(raw)  # type: ignore[no-any-return]
             computed[0] += 1
             value = select(db, row)
-            work(rng)
+            time.sleep(work(rng))
             client.set(key, msgpack.packb(value), ex=60)
             return value
 
@@ -222,7 +215,7 @@ def sync_worker(
         def read(row: int) -> list[Any]:
             computed[0] += 1
             value = select(db, row)
-            work(rng)
+            time.sleep(work(rng))
             return value
 
         @invalidates(read)
@@ -283,7 +276,7 @@ async def async_worker(
                 return msgpack.unpackb(raw)  # type: ignore[no-any-return]
             computed[0] += 1
             value = select(db, row)
-            await awork(rng)
+            await asyncio.sleep(work(rng))
             await client.set(key, msgpack.packb(value), ex=60)
             return value
 
@@ -300,7 +293,7 @@ async def async_worker(
         async def read(row: int) -> list[Any]:
             computed[0] += 1
             value = select(db, row)
-            await awork(rng)
+            await asyncio.sleep(work(rng))
             return value
 
         @invalidates(read)

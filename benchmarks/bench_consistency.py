@@ -18,6 +18,11 @@ Variants, each run in the same session on fresh keys:
 each in sync and asyncio form. Target: 0 stale reads for cacheaside, and its
 throughput at least 0.9x the plain one's in the same run.
 
+--read-share F changes the 90% of reads (1 gives a workload of hits only, once the
+first reads have filled the cache), and --breakdown also measures each variant's
+client CPU per kind of operation: hits, reads that computed, reads served by
+another process's computation (waited), writes.
+
 --ablation adds a third variant and counts round trips (a counter around each
 client's execute_command, in every variant alike):
   nolease      @cache_aside + @invalidates on a RedisStore whose lease protocol is
@@ -152,6 +157,38 @@ def count_commands(client: Any) -> list[int]:
 CPU_SHARE = 0.0
 
 
+class Breakdown:
+    """--breakdown: a worker's client CPU per kind of operation.
+
+    Kinds: ``hit``, ``computed`` (a read that ran the function), ``waited`` (a miss
+    served by another process's computation) and ``write``. The counters are read
+    outside the timed part, so only the operation itself is charged.
+    """
+
+    def __init__(self, computed: list[int], cached: Any) -> None:
+        self.computed = computed
+        self.cached = cached
+        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+
+    def before(self) -> None:
+        self.hits = self.cached.stats().hits if self.cached is not None else 0
+        self.runs = self.computed[0]
+        self.cpu = time.process_time()
+
+    def after(self, is_read: bool) -> None:
+        cpu = time.process_time() - self.cpu
+        if not is_read:
+            kind = "write"
+        elif self.computed[0] > self.runs:
+            kind = "computed"
+        elif self.cached is None or self.cached.stats().hits > self.hits:
+            kind = "hit"
+        else:
+            kind = "waited"
+        self.kinds[kind][0] += 1
+        self.kinds[kind][1] += cpu
+
+
 def _spin(seconds: float) -> None:
     """Use ``seconds`` of this thread's CPU time, however busy the machine is."""
     until = time.thread_time() + seconds
@@ -175,11 +212,13 @@ WEIGHTS = [1 / (rank + 1) ** 1.1 for rank in range(ROWS)]
 
 
 def pick(rng: random.Random) -> tuple[bool, int]:
+    """(a read?, which row): reads with probability READ_SHARE, rows Zipf-skewed."""
     return rng.random() < READ_SHARE, rng.choices(range(ROWS), weights=WEIGHTS)[0]
 
 
 def sync_worker(
-    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False
+    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False,
+    breakdown: bool = False,
 ) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
@@ -224,6 +263,7 @@ def sync_worker(
 
         stats = read
 
+    kinds = Breakdown(computed, stats) if breakdown else None
     control.incr(f"{prefix}:ready")
     control.blpop([f"{prefix}:gate"], 30)
     end = time.monotonic() + seconds
@@ -232,32 +272,40 @@ def sync_worker(
     while time.monotonic() < end:
         is_read, row = pick(rng)
         start = time.monotonic_ns()
+        if kinds is not None:
+            kinds.before()
         try:
             version = read(row)[1] if is_read else write(row)
         except Exception:  # an error that reached the caller
             surfaced += 1
             continue
+        if kinds is not None:
+            kinds.after(is_read)
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent)
+    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent, kinds)
     return result
 
 
 def _result(
-    log: list[Any], surfaced: int, cpu: float, computed: int, cached: Any, sent: list[int] | None
+    log: list[Any], surfaced: int, cpu: float, computed: int, cached: Any, sent: list[int] | None,
+    kinds: Breakdown | None,
 ) -> dict[str, Any]:
-    """A worker's report: its log, the errors that reached it, its CPU, how often it ran the
-    computation, the cache's counters, and (when counted) the commands it sent."""
+    """A worker's report: its log, the errors that reached it, its CPU (and, with --breakdown,
+    per kind of operation), how often it ran the computation, the cache's counters, and
+    (when counted) the commands it sent."""
     stats = {"computed": computed}
     if cached is not None:
         s = cached.stats()
         stats.update(hits=s.hits, misses=s.misses, errors=s.errors)
     if sent is not None:
         stats["commands"] = sent[0]
-    return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced}
+    return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced,
+            "kinds": dict(kinds.kinds) if kinds is not None else {}}
 
 
 async def async_worker(
-    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False
+    variant: str, url: str, prefix: str, dbpath: str, seconds: float, seed: int, count: bool = False,
+    breakdown: bool = False,
 ) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
@@ -302,6 +350,7 @@ async def async_worker(
 
         stats = read
 
+    kinds = Breakdown(computed, stats) if breakdown else None
     await control.incr(f"{prefix}:ready")
     await control.blpop([f"{prefix}:gate"], 30)
     end = time.monotonic() + seconds
@@ -310,22 +359,27 @@ async def async_worker(
     while time.monotonic() < end:
         is_read, row = pick(rng)
         start = time.monotonic_ns()
+        if kinds is not None:
+            kinds.before()
         try:
             version = (await read(row))[1] if is_read else await write(row)
         except Exception:  # an error that reached the caller
             surfaced += 1
             continue
+        if kinds is not None:
+            kinds.after(is_read)
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent)
+    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent, kinds)
     await client.aclose()
     await control.aclose()
     return result
 
 
 def worker_main(args: argparse.Namespace) -> None:
-    global CPU_SHARE
+    global CPU_SHARE, READ_SHARE
     CPU_SHARE = args.cpu_share
-    call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed, args.count)
+    READ_SHARE = args.read_share
+    call = (args.variant, args.url, args.prefix, args.db, args.seconds, args.seed, args.count, args.breakdown)
     result = asyncio.run(async_worker(*call)) if args.variant.endswith("async") else sync_worker(*call)
     with open(args.out, "w") as f:
         json.dump(result, f)
@@ -371,8 +425,9 @@ def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -
 
 def run_variant(
     variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None,
-    count: bool = False, cpu_share: float = 0.0,
+    flags: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """One run of ``variant``: ``procs`` worker processes (given ``flags``) for ``seconds``, checked."""
     dbpath = os.path.join(tmp, "truth.sqlite")
     create(dbpath)
     prefix = f"cons-{variant}-{os.getpid()}-{time.monotonic_ns()}"
@@ -382,7 +437,7 @@ def run_variant(
         subprocess.Popen([
             sys.executable, __file__, "--worker", "--variant", variant, "--url", url, "--prefix", prefix,
             "--db", dbpath, "--seconds", str(seconds), "--seed", str(1000 + i), "--out", outs[i],
-            "--cpu-share", repr(cpu_share), *(["--count"] if count else []),
+            *flags,
         ])
         for i in range(procs)
     ]
@@ -406,6 +461,7 @@ def run_variant(
     totals: dict[str, int] = defaultdict(int)
     cpu = 0.0
     surfaced = 0
+    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for out in outs:
         with open(out) as f:
             result = json.load(f)
@@ -414,11 +470,14 @@ def run_variant(
         ops.extend(tuple(op) for op in result["log"])
         for name, n in result.get("stats", {}).items():
             totals[name] += n
+        for kind, (n, kcpu) in result["kinds"].items():
+            kinds[kind][0] += n
+            kinds[kind][1] += kcpu
     control.close()
     stale, late, reads = stale_reads(ops, outages)
     lat = {k: [(e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k] for k in ("r", "w")}
     return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
-            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced}
+            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced, "kinds": dict(kinds)}
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -432,6 +491,12 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             stats[name] += n
     total["stats"] = dict(stats)
     total["cpu_per_op"] = sum(r["cpu"] for r in runs) / max(1, total["ops"])
+    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for r in runs:
+        for kind, (n, cpu) in r["kinds"].items():
+            kinds[kind][0] += n
+            kinds[kind][1] += cpu
+    total["kinds"] = dict(kinds)
     lat = {k: sorted(x for r in runs for x in r["lat"][k]) for k in ("r", "w")}
     total["latency"] = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
     return total
@@ -450,14 +515,19 @@ def main() -> None:
                         help="also run cacheaside without its lease protocol, and count commands per operation")
     parser.add_argument("--cpu-share", type=float, default=0.0, metavar="F",
                         help="spend this share (0-1) of each computation's 0-5 ms on the CPU instead of asleep")
+    parser.add_argument("--read-share", type=float, default=READ_SHARE, metavar="F",
+                        help=f"the share (0-1) of operations that are reads (default {READ_SHARE:g})")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also measure client CPU per kind of operation (hit, computed, waited, write)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--variant", "--prefix", "--db", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not 0 <= args.cpu_share <= 1:
-        parser.error(f"--cpu-share must be between 0 and 1, got {args.cpu_share}")
+    for name in ("cpu_share", "read_share"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
     if args.worker:
         worker_main(args)
         return
@@ -477,6 +547,8 @@ def main() -> None:
     else:
         groups = [VARIANTS[:2], VARIANTS[2:]]
     rounds = 1 if args.chaos else args.rounds
+    flags = ["--cpu-share", repr(args.cpu_share), "--read-share", repr(args.read_share),
+             *(["--count"] if args.ablation else []), *(["--breakdown"] if args.breakdown else [])]
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         with tempfile.TemporaryDirectory(prefix="cacheaside-consistency-") as tmp:
@@ -484,8 +556,7 @@ def main() -> None:
                 for group in groups:
                     for variant in group if i % 2 == 0 else group[::-1]:
                         runs[variant].append(run_variant(
-                            variant, url, args.procs, args.seconds, tmp, server if args.chaos else None,
-                            args.ablation, args.cpu_share,
+                            variant, url, args.procs, args.seconds, tmp, server if args.chaos else None, flags,
                         ))
     finally:
         if server is not None:
@@ -499,13 +570,22 @@ def main() -> None:
             print(f"{variant:18} {r['ops']:7d} {r['surfaced']:16d} {r['stale']:6d} {r['late']:22d}  {r['stats']}")
         return
     print(f"{args.procs} processes x {args.seconds:g} s per variant and round, {rounds} rounds, {ROWS} rows, "
-          f"{READ_SHARE:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation ({args.cpu_share:.0%} of it on the CPU)")
+          f"{args.read_share:.0%} reads, Zipf(1.1) rows, 0-5 ms per computation "
+          f"({args.cpu_share:.0%} of it on the CPU)")
     print(f"{'variant':18} {'ops':>7} {'ops/s':>8} {'reads':>7} {'stale':>6} {'stale/10k':>9} cache stats, all rounds")
     for variant, r in results.items():
         per10k = r["stale"] / max(1, r["reads"]) * 10_000
         print(f"{variant:18} {r['ops']:7d} {r['throughput']:8.0f} {r['reads']:7d} {r['stale']:6d} {per10k:9.1f}  "
               f"{r['stats'] or ''}")
     print("client CPU per operation: " + ", ".join(f"{v} {r['cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
+    if args.breakdown:
+        print("client CPU by kind of operation (share of operations, us per operation of that kind):")
+        for variant, r in results.items():
+            print(f"  {variant:18} " + "  ".join(
+                f"{kind} {n / max(1, r['ops']):.1%} {cpu / max(1, n) * 1e6:.0f}"
+                for kind in ("hit", "computed", "waited", "write")
+                for n, cpu in [r["kinds"].get(kind, (0, 0.0))] if n
+            ))
     print("latency ms (mean / p50 / p99):")
     for variant, r in results.items():
         print(f"  {variant:18} " + "  ".join(

@@ -147,11 +147,60 @@ def _no_tags() -> tuple[str, ...]:
     return ()
 
 
+def _calls(
+    reader: _Reader, wrapped: Callable[..., Any], instance: Any, skip: bool, args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Callable[[], tuple[str, ...]], Callable[[], Any]]:
+    """The call's tags (rendered when asked) and the call itself, for a flow.
+
+    Made here, off the hit path: a wrapper that made these closures itself would
+    allocate a cell for each captured name on every call, hits included.
+    """
+    tags = (lambda: reader.tags(instance, skip, args, kwargs)) if reader.site.tags else _no_tags
+    return tags, lambda: wrapped(*args, **kwargs)
+
+
+def _read(
+    reader: _Reader, store: Any, key: str, entry: Any, now: float, wrapped: Callable[..., Any], instance: Any,
+    skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> Any:
+    """A sync call whose lookup gave no fresh value: the read flow."""
+    tags, call = _calls(reader, wrapped, instance, skip, args, kwargs)
+    return run(flow.read(reader.site, store, key, entry, now, tags, None), store, call).unwrap()
+
+
+def _refresh_early(
+    reader: _Reader, store: Any, key: str, wrapped: Callable[..., Any], instance: Any, skip: bool,
+    args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> None:
+    tags, call = _calls(reader, wrapped, instance, skip, args, kwargs)
+    run(_spawn(reader.site, store, key, tags, None), store, call)
+
+
+async def _aread(
+    reader: _Reader, store: Any, key: str, entry: Any, now: float, wrapped: Callable[..., Any], instance: Any,
+    skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> Any:
+    """An async call whose lookup gave no fresh value: the read flow."""
+    tags, call = _calls(reader, wrapped, instance, skip, args, kwargs)
+    loop = asyncio.get_running_loop()
+    return (await arun(flow.read(reader.site, store, key, entry, now, tags, loop), store, call)).unwrap()
+
+
+async def _arefresh_early(
+    reader: _Reader, store: Any, key: str, wrapped: Callable[..., Any], instance: Any, skip: bool,
+    args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> None:
+    tags, call = _calls(reader, wrapped, instance, skip, args, kwargs)
+    await arun(_spawn(reader.site, store, key, tags, asyncio.get_running_loop()), store, call)
+
+
 def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
-    # The hit path is inlined here (no helper calls but the key and the lookup): on a
-    # remote store a hit is a round trip plus this, and every frame shows in the ratio.
+    # The hit path is inlined here (no helper calls but the key and the lookup, and no
+    # closures: see ``_calls``): on a remote store a hit is a round trip plus this, and
+    # every frame shows in the ratio.
     site = reader.site
-    build = site.keys.build
+    build = site.keys.builder()
     counters = site.counters
     fixed = reader.store  # checked at decoration; None: the configured default, checked per call
     static = reader.binding == "staticmethod"
@@ -186,19 +235,16 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
             if guard is not None and not guard.clear:
                 guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
-                tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
-                run(_spawn(site, store, key, tags, None), store, lambda: wrapped(*args, **kwargs))
+                _refresh_early(reader, store, key, wrapped, instance, skip, args, kwargs)
             return entry.value
-        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
-        outcome = run(flow.read(site, store, key, entry, now, tags, None), store, lambda: wrapped(*args, **kwargs))
-        return outcome.unwrap()
+        return _read(reader, store, key, entry, now, wrapped, instance, skip, args, kwargs)
 
     return wrapper
 
 
 def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
     site = reader.site
-    build = site.keys.build
+    build = site.keys.builder()
     counters = site.counters
     fixed = reader.store
     static = reader.binding == "staticmethod"
@@ -235,16 +281,9 @@ def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
             if guard is not None and not guard.clear:
                 guard.ok()
             if site.early_refresh is not None and site.refresh_early(entry, now):
-                tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
-                loop = asyncio.get_running_loop()
-                await arun(_spawn(site, store, key, tags, loop), store, lambda: wrapped(*args, **kwargs))
+                await _arefresh_early(reader, store, key, wrapped, instance, skip, args, kwargs)
             return entry.value
-        tags = (lambda: reader.tags(instance, skip, args, kwargs)) if site.tags else _no_tags
-        loop = asyncio.get_running_loop()
-        outcome = await arun(
-            flow.read(site, store, key, entry, now, tags, loop), store, lambda: wrapped(*args, **kwargs)
-        )
-        return outcome.unwrap()
+        return await _aread(reader, store, key, entry, now, wrapped, instance, skip, args, kwargs)
 
     return wrapper
 

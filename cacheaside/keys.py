@@ -373,6 +373,19 @@ class KeyBuilder:
             return self._from_callable(prefix, args, kwargs)
         if self.template is not None:
             return self._from_template(prefix, instance, skip_first, args, kwargs)
+        return self._from_signature(prefix, instance, skip_first, args, kwargs)
+
+    def builder(self) -> Callable[[str, Any, bool, tuple[Any, ...], dict[str, Any]], str]:
+        """``build`` for this function's kind of key, chosen once (the decorators call it per call)."""
+        if self.key_fn is not None:
+            return self.build
+        if self.template is not None:
+            return self._from_template
+        return self._from_signature
+
+    def _from_signature(
+        self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str:
         # The hot path of every call: kept to one frame (plus the plan's, when defaults
         # or ignored parameters make one needed), since a hit is little more than this.
         plan = self._plans[skip_first].get(len(args) if not kwargs else (len(args), *kwargs))

@@ -9,7 +9,6 @@ unknown code, a truncated payload or one over the size limit is a
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import uuid
 import zoneinfo
 from decimal import Decimal
@@ -18,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgpack
 
 from .exceptions import SerializationError
+
+_unpackb = msgpack.unpackb
 
 __all__ = ["MsgpackSerializer", "Serializer"]
 
@@ -71,10 +72,7 @@ class MsgpackSerializer:
     def __init__(self, *, max_size: int = 64 * 1024 * 1024) -> None:
         self.max_size = max_size
         self._packer_opts = {"use_bin_type": True, "strict_types": True, "default": self._default}
-        # A C-level callable: decoding is on every hit of a serializing store.
-        self._unpack = functools.partial(
-            msgpack.unpackb, raw=False, strict_map_key=False, ext_hook=self._ext, use_list=True
-        )
+        self._ext_hook = self._ext  # bound once: decoding is on every hit of a serializing store
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"
@@ -125,6 +123,11 @@ class MsgpackSerializer:
 
     # -- decoding ----------------------------------------------------------------
 
+    def _unpack(self, data: bytes) -> Any:
+        # Keywords passed directly (no functools.partial): a partial with keywords merges them
+        # into a new dict on every call. raw=False and use_list=True are msgpack's defaults.
+        return _unpackb(data, strict_map_key=False, ext_hook=self._ext_hook)
+
     def _ext(self, code: int, data: bytes) -> Any:
         if code == _TUPLE:
             return tuple(self._unpack(data))
@@ -156,7 +159,7 @@ class MsgpackSerializer:
         if len(data) > self.max_size:
             raise SerializationError(f"payload of {len(data)} bytes is over max_size={self.max_size}")
         try:
-            return self._unpack(data)
+            return _unpackb(data, strict_map_key=False, ext_hook=self._ext_hook)
         except SerializationError:
             raise
         except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError, ...

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-redis bench-consistency bench-chaos lint clean
+.PHONY: demo test test-lowest bench bench-redis bench-consistency bench-chaos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+# The suite on the oldest Python (3.10, when installed) with the lowest dependency versions
+# pyproject.toml allows, in a venv of its own made afresh: floors that stopped working fail here.
+LOWEST_PYTHON ?= $(or $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done),$(PYTHON))
+test-lowest: | $(BIN)/python
+	rm -rf .venv-lowest
+	$(LOWEST_PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
+	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' $$($(BIN)/python .ci/lowest.py)
+	.venv-lowest/bin/python -c 'import sys; print("test-lowest: Python", sys.version.split()[0])'
+	.venv-lowest/bin/python -m pip list --format=freeze | grep -iE '^(wrapt|cachetools|redis|msgpack)=='
+	.venv-lowest/bin/python -m pytest
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_memory.py
 
@@ -40,4 +53,4 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/python -m mypy --strict cacheaside
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -27,6 +27,7 @@ from redis.crc import key_slot
 from cacheaside import RedisStore, ainvalidate_tags, cache_aside, invalidate_tags, invalidates
 from cacheaside._types import Entry
 from cacheaside.stores import envelope
+from cacheaside.stores.redis import client_retries
 
 from .conftest import redis_store
 from .helpers import LOOP
@@ -151,9 +152,9 @@ def test_from_url_sets_cache_timeouts_and_turns_client_retries_off(redis_server:
     with redis_store(redis_server) as s, redis_store(redis_server, asyncio=True, socket_timeout=1.0) as a:
         kwargs = s.client.connection_pool.connection_kwargs
         assert kwargs["socket_timeout"] == 0.25 and kwargs["socket_connect_timeout"] == 0.25
-        assert s.client.get_retry().get_retries() == 0
+        assert client_retries(s.client) == 0
         assert a.client.connection_pool.connection_kwargs["socket_timeout"] == 1.0  # caller's override
-        assert a.client.get_retry().get_retries() == 0
+        assert client_retries(a.client) == 0
 
 
 # -- leases: stale-set protection -------------------------------------------------------

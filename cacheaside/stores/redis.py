@@ -86,15 +86,23 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
 
 
+def client_retries(client: Any) -> int:
+    """How many times redis-py itself retries a failed command on ``client`` (0: it doesn't)."""
+    get_retry = getattr(client, "get_retry", None)
+    retry = get_retry() if get_retry is not None else None
+    if retry is None:
+        return 0
+    get_retries = getattr(retry, "get_retries", None)  # redis-py >= 6; 5.x keeps the count in _retries
+    return int(get_retries() if get_retries is not None else getattr(retry, "_retries", 0))
+
+
 def _stall_risks(client: Any) -> list[str]:
     """Client settings under which an outage would hold callers for seconds."""
     risks = []
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
     if kwargs is not None and kwargs.get("socket_timeout") is None:
         risks.append("no socket_timeout (a hung server holds a call forever)")
-    get_retry = getattr(client, "get_retry", None)
-    retry = get_retry() if get_retry is not None else None
-    retries = retry.get_retries() if retry is not None else 0
+    retries = client_retries(client)
     if retries:
         risks.append(f"redis-py's own retries on ({retries}, each up to the socket timeout)")
     return risks

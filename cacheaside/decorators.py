@@ -200,7 +200,7 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
     # closures: see ``_calls``): on a remote store a hit is a round trip plus this, and
     # every frame shows in the ratio.
     site = reader.site
-    build = site.keys.builder()
+    build = site.keys.build
     counters = site.counters
     fixed = reader.store  # checked at decoration; None: the configured default, checked per call
     static = reader.binding == "staticmethod"
@@ -244,7 +244,7 @@ def _make_sync_wrapper(reader: _Reader) -> Callable[..., Any]:
 
 def _make_async_wrapper(reader: _Reader) -> Callable[..., Any]:
     site = reader.site
-    build = site.keys.builder()
+    build = site.keys.build
     counters = site.counters
     fixed = reader.store
     static = reader.binding == "staticmethod"

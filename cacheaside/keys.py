@@ -296,6 +296,13 @@ class KeyBuilder:
         # Plans per (skip_first, shape); bounded so odd call shapes can't grow it forever.
         self._plans: tuple[dict[Any, _Plan], dict[Any, _Plan]] = ({}, {})
         self._heads: dict[str, str] = {}
+        #: ``build(prefix, instance, skip_first, args, kwargs)``: the key of one call (``instance``
+        #: is the bound ``self``/``cls``, or None). The kind of key is chosen here, once, not per call.
+        self.build: Callable[[str, Any, bool, tuple[Any, ...], dict[str, Any]], str] = (
+            self._from_callable if key_fn is not None
+            else self._from_template if template is not None
+            else self._from_signature
+        )
 
     # -- binding -----------------------------------------------------------------
 
@@ -360,29 +367,6 @@ class KeyBuilder:
             head = self._heads[prefix] = f"{prefix}:{self.namespace}:"
         return head
 
-    def build(
-        self,
-        prefix: str,
-        instance: Any,
-        skip_first: bool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> str:
-        """The key of one call. ``instance`` is the bound ``self``/``cls`` (or None)."""
-        if self.key_fn is not None:
-            return self._from_callable(prefix, args, kwargs)
-        if self.template is not None:
-            return self._from_template(prefix, instance, skip_first, args, kwargs)
-        return self._from_signature(prefix, instance, skip_first, args, kwargs)
-
-    def builder(self) -> Callable[[str, Any, bool, tuple[Any, ...], dict[str, Any]], str]:
-        """``build`` for this function's kind of key, chosen once (the decorators call it per call)."""
-        if self.key_fn is not None:
-            return self.build
-        if self.template is not None:
-            return self._from_template
-        return self._from_signature
-
     def _from_signature(
         self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str:
@@ -435,10 +419,13 @@ class KeyBuilder:
                 else:
                     kwargs[p.name] = values[p.name]
         if self.key_fn is not None:
-            return self._from_callable(prefix, (), {k: v for k, v in values.items() if k in _params_of(self.key_fn)})
+            named = {k: v for k, v in values.items() if k in _params_of(self.key_fn)}
+            return self._from_callable(prefix, None, False, (), named)
         return self.build(prefix, instance, skip_first, tuple(args), kwargs)
 
-    def _from_callable(self, prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def _from_callable(
+        self, prefix: str, instance: Any, skip_first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str:
         assert self.key_fn is not None
         text = self.key_fn(*args, **kwargs)
         if not isinstance(text, str):

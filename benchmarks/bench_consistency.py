@@ -461,7 +461,7 @@ def run_variant(
     totals: dict[str, int] = defaultdict(int)
     cpu = 0.0
     surfaced = 0
-    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    results = []
     for out in outs:
         with open(out) as f:
             result = json.load(f)
@@ -470,14 +470,23 @@ def run_variant(
         ops.extend(tuple(op) for op in result["log"])
         for name, n in result.get("stats", {}).items():
             totals[name] += n
-        for kind, (n, kcpu) in result["kinds"].items():
-            kinds[kind][0] += n
-            kinds[kind][1] += kcpu
+        results.append(result)
     control.close()
     stale, late, reads = stale_reads(ops, outages)
     lat = {k: [(e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k] for k in ("r", "w")}
     return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
-            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced, "kinds": dict(kinds)}
+            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced,
+            "kinds": pool_kinds(results)}
+
+
+def pool_kinds(reports: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """--breakdown: the (operations, CPU seconds) per kind of operation of several reports, summed."""
+    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for report in reports:
+        for kind, (n, cpu) in report["kinds"].items():
+            kinds[kind][0] += n
+            kinds[kind][1] += cpu
+    return dict(kinds)
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -491,12 +500,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             stats[name] += n
     total["stats"] = dict(stats)
     total["cpu_per_op"] = sum(r["cpu"] for r in runs) / max(1, total["ops"])
-    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for r in runs:
-        for kind, (n, cpu) in r["kinds"].items():
-            kinds[kind][0] += n
-            kinds[kind][1] += cpu
-    total["kinds"] = dict(kinds)
+    total["kinds"] = pool_kinds(runs)
     lat = {k: sorted(x for r in runs for x in r["lat"][k]) for k in ("r", "w")}
     total["latency"] = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
     return total

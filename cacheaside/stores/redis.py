@@ -33,6 +33,7 @@ from ..resilience import CircuitBreaker, Retry
 from ..serializers import MsgpackSerializer, Serializer
 from . import redis_scripts as lua
 from .envelope import decode, encode
+from .redis_wire import AsyncWire, Wire, client_retries
 
 __all__ = ["RedisStore"]
 
@@ -84,16 +85,6 @@ def is_fault(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """A fault worth one more quick try: the connection failed (a timeout already spent the budget)."""
     return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
-
-
-def client_retries(client: Any) -> int:
-    """How many times redis-py itself retries a failed command on ``client`` (0: it doesn't)."""
-    get_retry = getattr(client, "get_retry", None)
-    retry = get_retry() if get_retry is not None else None
-    if retry is None:
-        return 0
-    get_retries = getattr(retry, "get_retries", None)  # redis-py >= 6; 5.x keeps the count in _retries
-    return int(get_retries() if get_retries is not None else getattr(retry, "_retries", 0))
 
 
 def _stall_risks(client: Any) -> list[str]:
@@ -197,6 +188,7 @@ class RedisStore:
                 CacheWarning,
                 stacklevel=2,
             )
+        self._wire: Any = AsyncWire(client) if is_async else Wire(client)
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
 
@@ -265,7 +257,7 @@ class RedisStore:
         computation, which starts only once the whole pipeline has replied.
         """
         if not tags:
-            return self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return self._wire.evalsha(script.sha, keys, args)
         pipe = self.client.pipeline(transaction=False)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         for tag in tags:
@@ -332,7 +324,7 @@ class RedisStore:
 
     def get(self, key: str) -> Entry | None:
         try:
-            data = self.client.get(key)
+            data = self._wire.get(key)
         except redis.ResponseError as exc:
             if _is_wrongtype(exc):
                 return CORRUPT  # something else lives under the key: a miss, overwritten by the fill
@@ -368,7 +360,7 @@ class RedisStore:
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
         while (remaining := until - time.monotonic()) > 0:
-            reply = self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
+            reply = self._wire.blpop(wake, max(0.001, min(remaining, self._block)))
             if reply is not None:
                 return self._woken(key, reply)
         return None
@@ -397,7 +389,7 @@ class RedisStore:
 
     async def aget(self, key: str) -> Entry | None:
         try:
-            data = await self.client.get(key)
+            data = await self._wire.get(key)
         except redis.ResponseError as exc:
             if _is_wrongtype(exc):
                 return CORRUPT
@@ -432,7 +424,7 @@ class RedisStore:
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
         while (remaining := until - time.monotonic()) > 0:
-            reply = await self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
+            reply = await self._wire.blpop(wake, max(0.001, min(remaining, self._block)))
             if reply is not None:
                 return self._woken(key, reply)
         return None

@@ -1,0 +1,184 @@
+"""The store's lean command path (``stores.redis_wire``): taken only where it changes nothing, and never out of step.
+
+The store sends ``GET``, ``EVALSHA`` and ``BLPOP`` through redis-py's pool and
+connections itself when the client's ``execute_command`` would add nothing; these
+tests pin when that is, that tracing added later still sees every command, and that
+a read cut short (cancelled, timed out, refused) never leaves a reply for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry as ClientRetry
+
+from cacheaside import RedisStore, cache_aside, invalidates
+from cacheaside.stores.redis_wire import AsyncWire, Wire, lean_ok
+
+from .conftest import redis_store
+from .helpers import LOOP
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A server of the test's own, to pause (``redis_server`` only makes the skip/fail decision)."""
+    own = RedisServer()
+    yield own
+    own.resume() if own.proc is not None and own.proc.poll() is None else None
+    own.stop()
+
+
+class Traced(redis.Redis):
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return super().execute_command(*args, **options)
+
+
+def test_lean_for_the_clients_from_url_makes(redis_server: RedisServer) -> None:
+    sync = RedisStore.from_url(redis_server.url)
+    asyn = RedisStore.from_url(redis_server.url, asyncio=True)
+    assert lean_ok(sync.client, is_async=False)
+    assert lean_ok(asyn.client, is_async=True)
+    sync.client.close()
+    LOOP.run_until_complete(asyn.client.aclose())
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["redis-py retries", "single connection", "subclass overrides execute_command", "instance override",
+     "a GET response callback"],
+)
+def test_not_lean_where_redis_py_would_do_more(redis_server: RedisServer, why: str) -> None:
+    options: dict[str, Any] = {"retry": ClientRetry(NoBackoff(), 0)}
+    cls: type[redis.Redis] = redis.Redis
+    if why == "redis-py retries":
+        options["retry"] = ClientRetry(NoBackoff(), 2)
+    elif why == "single connection":
+        options["single_connection_client"] = True
+    elif why == "subclass overrides execute_command":
+        cls = Traced
+    client = cls.from_url(redis_server.url, **options)
+    if why == "instance override":
+        client.execute_command = client.execute_command  # type: ignore[method-assign]
+    elif why == "a GET response callback":
+        client.set_response_callback("GET", lambda r, **kw: r)
+    assert not lean_ok(client, is_async=False)
+    # ...and the store still works on it, through the client's own methods.
+    client.set("k", b"v")
+    assert Wire(client).get("k") == b"v"
+    client.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_tracing_added_after_the_store_was_made_sees_every_command(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    seen: list[str] = []
+    cls: Any = redis.asyncio.Redis if mode == "async" else redis.Redis
+    original = cls.execute_command
+
+    if mode == "async":
+        async def traced(self: Any, *args: Any, **options: Any) -> Any:
+            seen.append(str(args[0]))
+            return await original(self, *args, **options)
+    else:
+        def traced(self: Any, *args: Any, **options: Any) -> Any:
+            seen.append(str(args[0]))
+            return original(self, *args, **options)
+
+    with redis_store(redis_server, asyncio=mode == "async") as store:
+        if mode == "async":
+            @cache_aside(ttl=60, store=store)
+            async def aread(n: int) -> int:
+                return n * 2
+
+            @invalidates(aread)
+            async def awrite(n: int) -> None:
+                return None
+
+            def run(fn: Any, n: int) -> Any:
+                return LOOP.run_until_complete(fn(n))
+
+            read, write = aread, awrite
+        else:
+            @cache_aside(ttl=60, store=store)
+            def sread(n: int) -> int:
+                return n * 2
+
+            @invalidates(sread)
+            def swrite(n: int) -> None:
+                return None
+
+            def run(fn: Any, n: int) -> Any:
+                return fn(n)
+
+            read, write = sread, swrite
+        assert run(read, 1) == 2  # lean: nothing to see
+        run(write, 1)  # (and every script is loaded now)
+        assert seen == []
+        monkeypatch.setattr(cls, "execute_command", traced)
+        assert run(read, 2) == 4  # miss: GET, acquire, set
+        assert run(read, 2) == 4  # hit: GET
+        run(write, 2)  # eviction: one script
+        assert seen == ["GET", "EVALSHA", "EVALSHA", "GET", "EVALSHA"]
+        monkeypatch.undo()
+        assert run(read, 1) == 2
+        assert len(seen) == 5
+
+
+def test_a_refused_command_leaves_the_connection_in_step(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, retry=ClientRetry(NoBackoff(), 0), max_connections=1)
+    wire = Wire(client)
+    assert wire.lean
+    name = uuid.uuid4().hex
+    client.set(f"{name}:a", b"A")
+    client.rpush(f"{name}:list", b"x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        wire.get(f"{name}:list")
+    assert wire.get(f"{name}:a") == b"A"
+    client.close()
+
+
+def test_a_timed_out_read_leaves_no_reply_for_the_next_one(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 0), max_connections=1)
+    wire = Wire(client)
+    assert wire.lean
+    client.mset({"a": b"A", "b": b"B"})
+    server.pause()
+    with pytest.raises(redis.TimeoutError):
+        wire.get("a")  # sent; its reply comes once the server resumes
+    server.resume()
+    assert wire.get("b") == b"B"  # the same pooled connection would read "A" had it been kept
+    assert wire.get("a") == b"A"
+    client.close()
+
+
+def test_a_cancelled_read_leaves_no_reply_for_the_next_one(server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(
+            server.url, socket_timeout=5, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), max_connections=1
+        )
+        wire = AsyncWire(client)
+        assert wire.lean
+        await client.mset({"a": b"A", "b": b"B"})
+        server.pause()
+        task = asyncio.ensure_future(wire.get("a"))
+        await asyncio.sleep(0.1)  # sent, and waiting on the reply
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        server.resume()
+        assert await wire.get("b") == b"B"
+        assert await wire.get("a") == b"A"
+        await client.aclose()
+
+    LOOP.run_until_complete(scenario())

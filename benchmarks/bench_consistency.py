@@ -20,11 +20,13 @@ throughput at least 0.9x the plain one's in the same run.
 
 --read-share F changes the 90% of reads (1 gives a workload of hits only, once the
 first reads have filled the cache), and --breakdown also measures each variant's
-client CPU per kind of operation: hits, reads that computed, reads served by
+client CPU and wall time per kind of operation: hits, reads that computed, reads served by
 another process's computation (waited), writes.
 
---ablation adds a third variant and counts round trips (a counter around each
-client's execute_command, in every variant alike):
+--ablation adds a third variant and counts round trips (a counter around redis-py's
+Connection.send_packed_command, which sends one command or a whole pipeline, in every
+variant alike; a counter around execute_command would turn the store's lean command
+path off, see cacheaside/stores/redis_wire.py):
   nolease      @cache_aside + @invalidates on a RedisStore whose lease protocol is
                replaced by plain commands (GET hits as usual, SET after a miss, DEL
                evictions): what the library costs without leases. It serves stale
@@ -132,24 +134,22 @@ class NoLeaseStore(RedisStore):
         await self.client.delete(*keys)
 
 
-def count_commands(client: Any) -> list[int]:
-    """Count the commands ``client`` sends (each one a round trip here: no pipelines are used)."""
+def count_round_trips(is_async: bool) -> list[int]:
+    """Count this process's round trips: each send of packed commands (one command, or a pipeline).
+
+    Counted on redis-py's connection class, below the client: a counter around the client's
+    ``execute_command`` would make the store take the client's path instead of its lean one.
+    Reset it when the timed part starts.
+    """
     sent = [0]
-    execute = client.execute_command
-    if asyncio.iscoroutinefunction(execute):
+    cls = redis.asyncio.connection.AbstractConnection if is_async else redis.connection.AbstractConnection
+    send = cls.send_packed_command
 
-        async def counted_async(*args: Any, **options: Any) -> Any:
-            sent[0] += 1
-            return await execute(*args, **options)
+    def counted(self: Any, *args: Any, **options: Any) -> Any:
+        sent[0] += 1
+        return send(self, *args, **options)  # an awaitable, on an asyncio connection
 
-        client.execute_command = counted_async
-    else:
-
-        def counted(*args: Any, **options: Any) -> Any:
-            sent[0] += 1
-            return execute(*args, **options)
-
-        client.execute_command = counted
+    cls.send_packed_command = counted  # type: ignore[method-assign]
     return sent
 
 
@@ -168,15 +168,17 @@ class Breakdown:
     def __init__(self, computed: list[int], cached: Any) -> None:
         self.computed = computed
         self.cached = cached
-        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
 
     def before(self) -> None:
         self.hits = self.cached.stats().hits if self.cached is not None else 0
         self.runs = self.computed[0]
+        self.wall = time.perf_counter()
         self.cpu = time.process_time()
 
     def after(self, is_read: bool) -> None:
         cpu = time.process_time() - self.cpu
+        wall = time.perf_counter() - self.wall
         if not is_read:
             kind = "write"
         elif self.computed[0] > self.runs:
@@ -187,6 +189,7 @@ class Breakdown:
             kind = "waited"
         self.kinds[kind][0] += 1
         self.kinds[kind][1] += cpu
+        self.kinds[kind][2] += wall
 
 
 def _spin(seconds: float) -> None:
@@ -224,7 +227,7 @@ def sync_worker(
     rng = plan(seed)
     control = redis.Redis.from_url(url)
     client = redis.Redis.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
-    sent = count_commands(client) if count else None
+    sent = count_round_trips(is_async=False) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     computed = [0]  # runs of the computation, in every variant
 
@@ -266,6 +269,8 @@ def sync_worker(
     kinds = Breakdown(computed, stats) if breakdown else None
     control.incr(f"{prefix}:ready")
     control.blpop([f"{prefix}:gate"], 30)
+    if sent is not None:
+        sent[0] = 0  # the timed part's round trips only
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
     surfaced = 0
@@ -311,7 +316,7 @@ async def async_worker(
     rng = plan(seed)
     control = redis.asyncio.Redis.from_url(url)
     client = redis.asyncio.Redis.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
-    sent = count_commands(client) if count else None
+    sent = count_round_trips(is_async=True) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     computed = [0]  # runs of the computation, in every variant
 
@@ -353,6 +358,8 @@ async def async_worker(
     kinds = Breakdown(computed, stats) if breakdown else None
     await control.incr(f"{prefix}:ready")
     await control.blpop([f"{prefix}:gate"], 30)
+    if sent is not None:
+        sent[0] = 0  # the timed part's round trips only
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
     surfaced = 0
@@ -480,12 +487,13 @@ def run_variant(
 
 
 def pool_kinds(reports: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """--breakdown: the (operations, CPU seconds) per kind of operation of several reports, summed."""
-    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    """--breakdown: the (operations, CPU seconds, wall seconds) per kind of operation of several reports, summed."""
+    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     for report in reports:
-        for kind, (n, cpu) in report["kinds"].items():
+        for kind, (n, cpu, wall) in report["kinds"].items():
             kinds[kind][0] += n
             kinds[kind][1] += cpu
+            kinds[kind][2] += wall
     return dict(kinds)
 
 
@@ -583,12 +591,12 @@ def main() -> None:
               f"{r['stats'] or ''}")
     print("client CPU per operation: " + ", ".join(f"{v} {r['cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
     if args.breakdown:
-        print("client CPU by kind of operation (share of operations, us per operation of that kind):")
+        print("by kind of operation (share of operations, client CPU us / wall ms per operation of that kind):")
         for variant, r in results.items():
             print(f"  {variant:18} " + "  ".join(
-                f"{kind} {n / max(1, r['ops']):.1%} {cpu / max(1, n) * 1e6:.0f}"
+                f"{kind} {n / max(1, r['ops']):.1%} {cpu / max(1, n) * 1e6:.0f}/{wall / max(1, n) * 1e3:.2f}"
                 for kind in ("hit", "computed", "waited", "write")
-                for n, cpu in [r["kinds"].get(kind, (0, 0.0))] if n
+                for n, cpu, wall in [r["kinds"].get(kind, (0, 0.0, 0.0))] if n
             ))
     print("latency ms (mean / p50 / p99):")
     for variant, r in results.items():

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as ClientRetry
 
 from cacheaside import RedisStore, cache_aside, invalidates
+from cacheaside.stores import redis_wire
 from cacheaside.stores.redis_wire import AsyncWire, Wire, lean_ok
 
 from .conftest import redis_store
@@ -55,9 +56,11 @@ def test_lean_for_the_clients_from_url_makes(redis_server: RedisServer) -> None:
 @pytest.mark.parametrize(
     "why",
     ["redis-py retries", "single connection", "subclass overrides execute_command", "instance override",
-     "a GET response callback"],
+     "a GET response callback", "redis-py metrics on"],
 )
-def test_not_lean_where_redis_py_would_do_more(redis_server: RedisServer, why: str) -> None:
+def test_not_lean_where_redis_py_would_do_more(
+    redis_server: RedisServer, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     options: dict[str, Any] = {"retry": ClientRetry(NoBackoff(), 0)}
     cls: type[redis.Redis] = redis.Redis
     if why == "redis-py retries":
@@ -71,6 +74,8 @@ def test_not_lean_where_redis_py_would_do_more(redis_server: RedisServer, why: s
         client.execute_command = client.execute_command  # type: ignore[method-assign]
     elif why == "a GET response callback":
         client.set_response_callback("GET", lambda r, **kw: r)
+    elif why == "redis-py metrics on":  # redis-py 8's OpenTelemetry metrics hook execute_command
+        monkeypatch.setattr(redis_wire, "_metrics_on", lambda: True)
     assert not lean_ok(client, is_async=False)
     # ...and the store still works on it, through the client's own methods.
     client.set("k", b"v")

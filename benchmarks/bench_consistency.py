@@ -192,6 +192,15 @@ class Breakdown:
         self.kinds[kind][2] += wall
 
 
+def run_queue_wait() -> float:
+    """Seconds this process has spent ready to run but waiting for a CPU (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _spin(seconds: float) -> None:
     """Use ``seconds`` of this thread's CPU time, however busy the machine is."""
     until = time.thread_time() + seconds
@@ -273,6 +282,7 @@ def sync_worker(
         sent[0] = 0  # the timed part's round trips only
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
+    waited0 = run_queue_wait()
     surfaced = 0
     while time.monotonic() < end:
         is_read, row = pick(rng)
@@ -287,12 +297,13 @@ def sync_worker(
         if kinds is not None:
             kinds.after(is_read)
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent, kinds)
+    result = _result(log, surfaced, time.process_time() - cpu0, run_queue_wait() - waited0, computed[0], stats, sent,
+                     kinds)
     return result
 
 
 def _result(
-    log: list[Any], surfaced: int, cpu: float, computed: int, cached: Any, sent: list[int] | None,
+    log: list[Any], surfaced: int, cpu: float, runq: float, computed: int, cached: Any, sent: list[int] | None,
     kinds: Breakdown | None,
 ) -> dict[str, Any]:
     """A worker's report: its log, the errors that reached it, its CPU (and, with --breakdown,
@@ -304,7 +315,7 @@ def _result(
         stats.update(hits=s.hits, misses=s.misses, errors=s.errors)
     if sent is not None:
         stats["commands"] = sent[0]
-    return {"log": log, "stats": stats, "cpu": cpu, "surfaced": surfaced,
+    return {"log": log, "stats": stats, "cpu": cpu, "runq": runq, "surfaced": surfaced,
             "kinds": dict(kinds.kinds) if kinds is not None else {}}
 
 
@@ -362,6 +373,7 @@ async def async_worker(
         sent[0] = 0  # the timed part's round trips only
     end = time.monotonic() + seconds
     cpu0 = time.process_time()
+    waited0 = run_queue_wait()
     surfaced = 0
     while time.monotonic() < end:
         is_read, row = pick(rng)
@@ -376,7 +388,8 @@ async def async_worker(
         if kinds is not None:
             kinds.after(is_read)
         log.append(("r" if is_read else "w", row, start, time.monotonic_ns(), version))
-    result = _result(log, surfaced, time.process_time() - cpu0, computed[0], stats, sent, kinds)
+    result = _result(log, surfaced, time.process_time() - cpu0, run_queue_wait() - waited0, computed[0], stats, sent,
+                     kinds)
     await client.aclose()
     await control.aclose()
     return result
@@ -467,12 +480,14 @@ def run_variant(
     ops: list[tuple[str, int, int, int, int]] = []
     totals: dict[str, int] = defaultdict(int)
     cpu = 0.0
+    runq = 0.0
     surfaced = 0
     results = []
     for out in outs:
         with open(out) as f:
             result = json.load(f)
         cpu += result["cpu"]
+        runq += result["runq"]
         surfaced += result["surfaced"]
         ops.extend(tuple(op) for op in result["log"])
         for name, n in result.get("stats", {}).items():
@@ -482,7 +497,7 @@ def run_variant(
     stale, late, reads = stale_reads(ops, outages)
     lat = {k: [(e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k] for k in ("r", "w")}
     return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
-            "stats": dict(totals), "lat": lat, "cpu": cpu, "surfaced": surfaced,
+            "stats": dict(totals), "lat": lat, "cpu": cpu, "runq": runq, "surfaced": surfaced,
             "kinds": pool_kinds(results)}
 
 
@@ -508,6 +523,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             stats[name] += n
     total["stats"] = dict(stats)
     total["cpu_per_op"] = sum(r["cpu"] for r in runs) / max(1, total["ops"])
+    total["runq_per_op"] = sum(r["runq"] for r in runs) / max(1, total["ops"])
     total["kinds"] = pool_kinds(runs)
     lat = {k: sorted(x for r in runs for x in r["lat"][k]) for k in ("r", "w")}
     total["latency"] = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
@@ -590,6 +606,9 @@ def main() -> None:
         print(f"{variant:18} {r['ops']:7d} {r['throughput']:8.0f} {r['reads']:7d} {r['stale']:6d} {per10k:9.1f}  "
               f"{r['stats'] or ''}")
     print("client CPU per operation: " + ", ".join(f"{v} {r['cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
+    if any(r["runq_per_op"] for r in results.values()):
+        print("time a client was ready to run but waited for a core, per operation (Linux schedstat): " + ", ".join(
+            f"{v} {r['runq_per_op'] * 1e6:.0f} us" for v, r in results.items()))
     if args.breakdown:
         print("by kind of operation (share of operations, client CPU us / wall ms per operation of that kind):")
         for variant, r in results.items():

@@ -29,7 +29,8 @@ import redis.asyncio
 __all__ = ["AsyncWire", "Wire", "client_retries", "lean_ok"]
 
 _STOCK = {False: redis.Redis.execute_command, True: redis.asyncio.Redis.execute_command}
-_COMMANDS = ("GET", "EVALSHA", "BLPOP")
+#: The commands whose raw reply the store takes as it is (``BLPOP``'s callback only makes a tuple of a list).
+_RAW = ("GET", "EVALSHA")
 
 
 def client_retries(client: Any) -> int:
@@ -72,7 +73,7 @@ def lean_ok(client: Any, is_async: bool) -> bool:
         and not getattr(client, "single_connection_client", False)
         and getattr(pool, "cache", None) is None
         and client_retries(client) == 0
-        and not any(callbacks.get(name) for name in _COMMANDS[:2])
+        and not any(callbacks.get(name) for name in _RAW)
         and not _metrics_on()
     )
 
@@ -86,15 +87,23 @@ def _pool_args(pool: Any) -> tuple[str, ...]:
     return ("GET",) if param is not None and param.default is param.empty else ()
 
 
-class Wire:
-    """The commands on a sync client."""
+class _Wire:
+    """What both wires decide once: whether to go lean on ``client``, and with which pool."""
+
+    is_async = False
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.lean = lean_ok(client, is_async=False)
+        self.lean = lean_ok(client, self.is_async)
         self.pool: Any = client.connection_pool if self.lean else None
         self.pool_args = _pool_args(self.pool) if self.lean else ()
-        self.stock = _STOCK[False]
+        #: redis-py's ``execute_command`` when lean, else None: each command's one test is whether
+        #: the client's class still has it (tracing may replace it after the store was made).
+        self.stock = _STOCK[self.is_async] if self.lean else None
+
+
+class Wire(_Wire):
+    """The commands on a sync client."""
 
     def send(self, *args: Any) -> Any:
         """One command's raw reply, through a pooled connection; the caller checked ``lean``."""
@@ -112,31 +121,26 @@ class Wire:
             pool.release(conn)
 
     def get(self, key: str) -> bytes | None:
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return self.send("GET", key)  # type: ignore[no-any-return]
         return self.client.get(key)  # type: ignore[no-any-return]
 
     def evalsha(self, sha: str, keys: Any, args: Any) -> Any:
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return self.send("EVALSHA", sha, len(keys), *keys, *args)
         return self.client.evalsha(sha, len(keys), *keys, *args)
 
     def blpop(self, key: str, timeout: float) -> Any:
         """``[key, value]`` (or a tuple), or None when ``timeout`` seconds passed first."""
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return self.send("BLPOP", key, timeout)
         return self.client.blpop([key], timeout=timeout)
 
 
-class AsyncWire:
+class AsyncWire(_Wire):
     """The commands on an asyncio client: ``Wire`` with awaits."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.lean = lean_ok(client, is_async=True)
-        self.pool: Any = client.connection_pool if self.lean else None
-        self.pool_args = _pool_args(self.pool) if self.lean else ()
-        self.stock = _STOCK[True]
+    is_async = True
 
     async def send(self, *args: Any) -> Any:
         pool = self.pool
@@ -153,16 +157,16 @@ class AsyncWire:
             await pool.release(conn)
 
     async def get(self, key: str) -> bytes | None:
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return await self.send("GET", key)  # type: ignore[no-any-return]
         return await self.client.get(key)  # type: ignore[no-any-return]
 
     async def evalsha(self, sha: str, keys: Any, args: Any) -> Any:
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return await self.send("EVALSHA", sha, len(keys), *keys, *args)
         return await self.client.evalsha(sha, len(keys), *keys, *args)
 
     async def blpop(self, key: str, timeout: float) -> Any:
-        if self.lean and type(self.client).execute_command is self.stock:
+        if type(self.client).execute_command is self.stock:
             return await self.send("BLPOP", key, timeout)
         return await self.client.blpop([key], timeout=timeout)

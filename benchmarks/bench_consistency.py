@@ -443,6 +443,12 @@ def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -
         outages.append((down, time.monotonic_ns()))
 
 
+def redis_cpu(control: redis.Redis) -> float:
+    """The Redis server's CPU seconds so far (user + system, its own count)."""
+    info = control.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def run_variant(
     variant: str, url: str, procs: int, seconds: float, tmp: str, server: RedisServer | None = None,
     flags: list[str] | tuple[str, ...] = (),
@@ -466,6 +472,7 @@ def run_variant(
         if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
             raise SystemExit(f"{variant}: workers failed to start")
         time.sleep(0.01)
+    server_cpu = redis_cpu(control)
     control.rpush(f"{prefix}:gate", *["go"] * procs)
     outages: list[tuple[int, int]] = []
     monkey = None
@@ -477,6 +484,7 @@ def run_variant(
             raise SystemExit(f"{variant}: a worker failed")
     if monkey is not None:
         monkey.join()
+    server_cpu = redis_cpu(control) - server_cpu if server is None else 0.0  # a restart resets the counter
     ops: list[tuple[str, int, int, int, int]] = []
     totals: dict[str, int] = defaultdict(int)
     cpu = 0.0
@@ -498,7 +506,7 @@ def run_variant(
     lat = {k: [(e - s) / 1e6 for kind, _r, s, e, _v in ops if kind == k] for k in ("r", "w")}
     return {"ops": len(ops), "reads": reads, "stale": stale, "late": late, "throughput": len(ops) / seconds,
             "stats": dict(totals), "lat": lat, "cpu": cpu, "runq": runq, "surfaced": surfaced,
-            "kinds": pool_kinds(results)}
+            "server_cpu": server_cpu, "kinds": pool_kinds(results)}
 
 
 def pool_kinds(reports: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -524,6 +532,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     total["stats"] = dict(stats)
     total["cpu_per_op"] = sum(r["cpu"] for r in runs) / max(1, total["ops"])
     total["runq_per_op"] = sum(r["runq"] for r in runs) / max(1, total["ops"])
+    total["server_cpu_per_op"] = sum(r["server_cpu"] for r in runs) / max(1, total["ops"])
     total["kinds"] = pool_kinds(runs)
     lat = {k: sorted(x for r in runs for x in r["lat"][k]) for k in ("r", "w")}
     total["latency"] = {k: (statistics.mean(v), v[len(v) // 2], v[int(len(v) * 0.99)]) for k, v in lat.items() if v}
@@ -606,6 +615,8 @@ def main() -> None:
         print(f"{variant:18} {r['ops']:7d} {r['throughput']:8.0f} {r['reads']:7d} {r['stale']:6d} {per10k:9.1f}  "
               f"{r['stats'] or ''}")
     print("client CPU per operation: " + ", ".join(f"{v} {r['cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
+    print("Redis server CPU per operation: " + ", ".join(
+        f"{v} {r['server_cpu_per_op'] * 1e6:.0f} us" for v, r in results.items()))
     if any(r["runq_per_op"] for r in results.values()):
         print("time a client was ready to run but waited for a core, per operation (Linux schedstat): " + ", ".join(
             f"{v} {r['runq_per_op'] * 1e6:.0f} us" for v, r in results.items()))

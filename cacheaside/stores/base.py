@@ -21,19 +21,35 @@ __all__ = ["AsyncStore", "Store", "StoreInfo"]
 
 @runtime_checkable
 class StoreInfo(Protocol):
-    """What every store, sync or async, tells the flows about itself."""
+    """What every store, sync or async, tells the flows about itself.
 
-    #: First part of every key the store holds.
-    prefix: str
-    #: Wall-clock seconds, used to stamp and judge entries.
-    clock: Callable[[], float]
-    #: Whether sync (``Store``) and async (``AsyncStore``) methods are available.
-    serves_sync: bool
-    serves_async: bool
-    #: True when the sync methods never block on I/O, so async code may call them directly.
-    nonblocking: bool
-    #: Breaker, retries and owed evictions for a store that can fail (None for one that can't).
-    guard: Guard | None
+    Read-only members, so that a store may declare them as plain attributes of narrower
+    types (``RedisStore.guard`` is always a ``Guard``) and still be one.
+    """
+
+    @property
+    def prefix(self) -> str:
+        """First part of every key the store holds."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds, used to stamp and judge entries."""
+
+    @property
+    def serves_sync(self) -> bool:
+        """Whether the sync methods (``Store``) are available."""
+
+    @property
+    def serves_async(self) -> bool:
+        """Whether the async methods (``AsyncStore``) are available."""
+
+    @property
+    def nonblocking(self) -> bool:
+        """True when the sync methods never block on I/O, so async code may call them directly."""
+
+    @property
+    def guard(self) -> Guard | None:
+        """Breaker, retries and owed evictions for a store that can fail (None for one that can't)."""
 
 
 @runtime_checkable

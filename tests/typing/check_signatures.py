@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import redis
 from typing_extensions import assert_type
 
-from cacheaside import CacheStats, cache_aside
+from cacheaside import CacheStats, MemoryStore, RedisStore, cache_aside, configure
 
 
 @cache_aside(ttl=1)
@@ -34,3 +35,16 @@ async def main() -> None:
     assert_type(await g(1), str)
     assert_type(await g.refresh(1), str)
     await g.invalidate(1)
+
+
+# A store of each kind is a store to configure() (StoreInfo's members are read-only).
+configure(store=MemoryStore())
+configure(store=RedisStore(redis.Redis()))
+configure(store=RedisStore.from_url("redis://localhost:6379/0"))
+
+
+# A decorated function keeps its name, like functools.wraps.
+assert_type(f.__name__, str)
+assert_type(f.__qualname__, str)
+assert_type(g.__name__, str)
+

@@ -9,6 +9,9 @@ a read cut short (cancelled, timed out, refused) never leaves a reply for the ne
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -153,27 +156,38 @@ def test_a_refused_command_leaves_the_connection_in_step(redis_server: RedisServ
     client.close()
 
 
-def test_a_timed_out_read_leaves_no_reply_for_the_next_one(server: RedisServer) -> None:
-    client = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 0), max_connections=1)
+#: max_connections for the two paths: a pool too small to keep a connection from (each command
+#: checks one out and back), and the default pool, where the wire keeps its connection.
+PATHS = {"pool": 1, "kept": None}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_timed_out_read_leaves_no_reply_for_the_next_one(server: RedisServer, path: str) -> None:
+    client = redis.Redis.from_url(
+        server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 0), max_connections=PATHS[path]
+    )
     wire = Wire(client)
-    assert wire.lean
+    assert wire.lean and wire.idle_cap == (0 if path == "pool" else redis_wire.MAX_IDLE)
     client.mset({"a": b"A", "b": b"B"})
     server.pause()
     with pytest.raises(redis.TimeoutError):
         wire.get("a")  # sent; its reply comes once the server resumes
     server.resume()
-    assert wire.get("b") == b"B"  # the same pooled connection would read "A" had it been kept
+    assert wire.get("b") == b"B"  # the same connection would read "A" had it been kept in that state
     assert wire.get("a") == b"A"
+    assert len(wire.idle) == (0 if path == "pool" else 1)
     client.close()
 
 
-def test_a_cancelled_read_leaves_no_reply_for_the_next_one(server: RedisServer) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_a_cancelled_read_leaves_no_reply_for_the_next_one(server: RedisServer, path: str) -> None:
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(
-            server.url, socket_timeout=5, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), max_connections=1
+            server.url, socket_timeout=5, retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+            max_connections=PATHS[path],
         )
         wire = AsyncWire(client)
-        assert wire.lean
+        assert wire.lean and wire.idle_cap == (0 if path == "pool" else redis_wire.MAX_IDLE)
         await client.mset({"a": b"A", "b": b"B"})
         server.pause()
         task = asyncio.ensure_future(wire.get("a"))
@@ -184,6 +198,159 @@ def test_a_cancelled_read_leaves_no_reply_for_the_next_one(server: RedisServer) 
         server.resume()
         assert await wire.get("b") == b"B"
         assert await wire.get("a") == b"A"
+        assert len(wire.idle) == (0 if path == "pool" else 1)
         await client.aclose()
 
     LOOP.run_until_complete(scenario())
+
+
+# -- kept connections ---------------------------------------------------------------------
+
+
+def _count_checkouts(pool: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    taken = [0]
+    get_connection = pool.get_connection
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        taken[0] += 1
+        return get_connection(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    return taken
+
+
+def test_hits_keep_their_connection_instead_of_checking_one_out_each_time(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=uuid.uuid4().hex)
+    taken = _count_checkouts(store.client.connection_pool, monkeypatch)
+
+    @cache_aside(ttl=60, store=store)
+    def read(n: int) -> int:
+        return n
+
+    for _ in range(50):
+        assert read(1) == 1
+    assert taken[0] == 1
+    assert len(store._wire.idle) == 1
+    assert read.stats().errors == 0
+    store.client.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_kept_connection_the_server_closed_is_reopened_before_the_next_command(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """As the pool would: a server restart or idle timeout must not fail the next call (retries off here)."""
+    control = redis.Redis.from_url(redis_server.url)
+    store = RedisStore.from_url(redis_server.url, prefix=uuid.uuid4().hex, asyncio=mode == "async", retry=None)
+    monkeypatch.setattr(redis_wire, "RECHECK_AFTER", 0.0)  # instead of leaving the connection unused for 1 s
+
+    def kill_store_connections() -> None:
+        mine = [c for c in control.client_list() if c["name"] == "" and int(c["id"]) != control.client_id()]
+        assert mine
+        for c in mine:
+            control.client_kill_filter(_id=c["id"])
+
+    if mode == "async":
+        @cache_aside(ttl=60, store=store)
+        async def aread(n: int) -> int:
+            return n
+
+        assert LOOP.run_until_complete(aread(1)) == 1
+        kill_store_connections()
+        LOOP.run_until_complete(asyncio.sleep(0.05))  # a running loop sees the closed socket, as in an app
+        assert LOOP.run_until_complete(aread(1)) == 1
+        assert LOOP.run_until_complete(aread(1)) == 1
+        stats = aread.stats()
+        LOOP.run_until_complete(store.client.aclose())
+    else:
+        @cache_aside(ttl=60, store=store)
+        def read(n: int) -> int:
+            return n
+
+        assert read(1) == 1
+        kill_store_connections()
+        assert read(1) == 1
+        assert read(1) == 1
+        stats = read.stats()
+        store.client.close()
+    assert stats.errors == 0 and stats.hits == 2
+    control.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_does_not_use_its_parents_connections(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=uuid.uuid4().hex)
+
+    @cache_aside(ttl=60, store=store)
+    def read(n: int) -> int:
+        return n
+
+    assert read(1) == 1 and len(store._wire.idle) == 1
+    parent_conn = store._wire.idle[0][0]
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if it forgot the parent's socket and still reads
+        ok = store._wire.idle == [] and read(1) == 1 and store._wire.idle[0][0] is not parent_conn
+        os._exit(0 if ok and read.stats().errors == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert read(1) == 1 and read.stats().errors == 0  # the parent's connection is intact
+    assert store._wire.idle[0][0] is parent_conn
+    store.client.close()
+
+
+def test_a_dropped_store_gives_its_connections_back_to_the_pool(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1, retry=ClientRetry(NoBackoff(), 0))
+    pool = client.connection_pool
+    store = RedisStore(client, prefix=uuid.uuid4().hex)
+    assert store._wire.get("nothing") is None
+    assert len(pool._in_use_connections) == 1  # kept by the store's wire
+    del store
+    gc.collect()
+    assert len(pool._in_use_connections) == 0 and len(pool._available_connections) == 1
+    client.close()
+
+
+def test_a_dropped_async_store_gives_its_connections_back_to_the_pool(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(
+            redis_server.url, socket_timeout=1, retry=redis.asyncio.retry.Retry(NoBackoff(), 0)
+        )
+        pool = client.connection_pool
+        store = RedisStore(client, prefix=uuid.uuid4().hex)
+        assert await store._wire.get("nothing") is None
+        assert len(pool._in_use_connections) == 1
+        del store
+        gc.collect()
+        for _ in range(10):  # the release runs as a task on this loop
+            await asyncio.sleep(0)
+        assert len(pool._in_use_connections) == 0 and len(pool._available_connections) == 1
+        await client.aclose()
+
+    LOOP.run_until_complete(scenario())
+
+
+def test_a_wire_keeps_at_most_a_quarter_of_the_pool(redis_server: RedisServer) -> None:
+    """Six commands at once need six connections; afterwards two stay with the wire, four go back."""
+    client = redis.Redis.from_url(redis_server.url, retry=ClientRetry(NoBackoff(), 0), max_connections=8)
+    pool = client.connection_pool
+    wire = Wire(client)
+    assert wire.lean and wire.idle_cap == 2
+    name = uuid.uuid4().hex
+    barrier = threading.Barrier(6)
+
+    def wait() -> None:
+        barrier.wait()
+        wire.blpop(f"{name}:nothing", 0.2)
+
+    threads = [threading.Thread(target=wait) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wire.idle) == 2
+    assert len(pool._in_use_connections) == 2 and len(pool._available_connections) == 4
+    client.set(name, b"v")  # the client's own commands still find a connection
+    assert client.get(name) == b"v"
+    client.close()

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -354,3 +355,55 @@ def test_a_wire_keeps_at_most_a_quarter_of_the_pool(redis_server: RedisServer) -
     client.set(name, b"v")  # the client's own commands still find a connection
     assert client.get(name) == b"v"
     client.close()
+
+
+# -- the asyncio write ----------------------------------------------------------------------
+
+
+def test_an_async_connection_due_its_health_check_gets_it(redis_server: RedisServer) -> None:
+    """The asyncio write skips redis-py's send_command, but not the health check it makes."""
+    control = redis.Redis.from_url(redis_server.url)
+
+    def pings() -> int:
+        return int(control.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(redis_server.url, asyncio=True, prefix=uuid.uuid4().hex, health_check_interval=30)
+        wire = store._wire
+        assert await wire.get("a") is None
+        before = pings()
+        assert await wire.get("a") is None
+        assert pings() == before  # checked less than 30 s ago
+        wire.idle[-1][0].next_health_check = -1  # due now
+        assert await wire.get("a") is None
+        assert pings() == before + 1
+        await store.client.aclose()
+
+    LOOP.run_until_complete(scenario())
+    control.close()
+
+
+def test_large_async_values_round_trip_and_a_stalled_write_is_bounded(server: RedisServer) -> None:
+    """A command bigger than the socket's buffers waits for it to drain, within the socket timeout."""
+    big = os.urandom(8 << 20)
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(
+            server.url, socket_timeout=0.5, retry=redis.asyncio.retry.Retry(NoBackoff(), 0)
+        )
+        wire = AsyncWire(client)
+        assert wire.lean
+        name = uuid.uuid4().hex
+        await client.set(name, b"x")
+        assert await wire.get(name) == b"x"  # a kept connection now
+        assert await wire.evalsha(await client.script_load("return #ARGV[1]"), [name], [big]) == len(big)
+        server.pause()
+        started = time.monotonic()
+        with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+            await wire.send("ECHO", big)
+        assert time.monotonic() - started < 2.0
+        server.resume()
+        assert await wire.get(name) == b"x"
+        await client.aclose()
+
+    LOOP.run_until_complete(scenario())

@@ -23,10 +23,10 @@ first reads have filled the cache), and --breakdown also measures each variant's
 client CPU and wall time per kind of operation: hits, reads that computed, reads served by
 another process's computation (waited), writes.
 
---ablation adds a third variant and counts round trips (a counter around redis-py's
-Connection.send_packed_command, which sends one command or a whole pipeline, in every
-variant alike; a counter around execute_command would turn the store's lean command
-path off, see cacheaside/stores/redis_wire.py):
+--ablation adds a third variant and counts round trips (a counter around redis-py's sync
+Connection.send_packed_command and asyncio's StreamWriter.writelines, each of which sends one
+command or a whole pipeline, in every variant alike; a counter around execute_command would
+turn the store's lean command path off, see cacheaside/stores/redis_wire.py):
   nolease      @cache_aside + @invalidates on a RedisStore whose lease protocol is
                replaced by plain commands (GET hits as usual, SET after a miss, DEL
                evictions): what the library costs without leases. It serves stale
@@ -137,19 +137,22 @@ class NoLeaseStore(RedisStore):
 def count_round_trips(is_async: bool) -> list[int]:
     """Count this process's round trips: each send of packed commands (one command, or a pipeline).
 
-    Counted on redis-py's connection class, below the client: a counter around the client's
-    ``execute_command`` would make the store take the client's path instead of its lean one.
+    Counted below the client, where every path writes: a sync connection's ``send_packed_command``,
+    and on asyncio the stream writer's ``writelines`` (redis-py's ``send_packed_command`` calls it,
+    and the store's lean path writes there directly, see cacheaside/stores/redis_wire.py). A counter
+    around the client's ``execute_command`` would make the store take the client's path instead.
     Reset it when the timed part starts.
     """
     sent = [0]
-    cls = redis.asyncio.connection.AbstractConnection if is_async else redis.connection.AbstractConnection
-    send = cls.send_packed_command
+    cls: Any = asyncio.StreamWriter if is_async else redis.connection.AbstractConnection
+    name = "writelines" if is_async else "send_packed_command"
+    send = getattr(cls, name)
 
     def counted(self: Any, *args: Any, **options: Any) -> Any:
         sent[0] += 1
-        return send(self, *args, **options)  # an awaitable, on an asyncio connection
+        return send(self, *args, **options)
 
-    cls.send_packed_command = counted  # type: ignore[method-assign]
+    setattr(cls, name, counted)
     return sent
 
 

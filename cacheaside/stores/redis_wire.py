@@ -17,14 +17,15 @@ pool (redis-py's connection does so itself on a failed or cancelled read or writ
 it again for anything else that escapes, as ``execute_command`` does), so a half-read reply can
 never be taken for the next command's.
 
-A wire also keeps the connections it used (up to ``idle_cap``) instead of handing each back to
-the pool after every command: the pool's checkout (a lock, a non-blocking ``recv`` to check
-that nothing is left to read, connection-count bookkeeping for metrics, an event on release) cost
-about a third of a hit's CPU. The wire never leaves a reply unread (see above), which is what that
-``recv`` checks. The kept connections are still the pool's: ``disconnect()`` and ``close()``
-on the client close them too (the next command reconnects, with redis-py's health checks), a
-forked child forgets them (they are the parent's sockets), and a wire that is garbage-collected
-gives them back.
+The wires of one pool also keep the connections they used (up to ``idle_cap``, shared by every
+store on that pool) instead of handing each back to the pool after every command: the pool's
+checkout (a lock, a non-blocking ``recv`` to check that nothing is left to read, connection-count
+bookkeeping for metrics, an event on release) cost about a third of a hit's CPU. The wire never
+leaves a reply unread (see above), which is what that ``recv`` checks. The kept connections are
+still the pool's: ``disconnect()`` and ``close()`` on the client close them too (the next command
+reconnects, with redis-py's health checks), and a forked child forgets them (they are the
+parent's sockets). Because they are kept per pool, stores made and dropped on one client (say,
+one per request) share them and never hold more than ``idle_cap``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def lean_ok(client: Any, is_async: bool) -> bool:
     )
 
 
-#: At most this many connections kept by one wire, and at most a quarter of the pool's
+#: At most this many connections kept for one pool, and at most a quarter of its
 #: ``max_connections``, so that the client's other commands still find connections.
 MAX_IDLE = 16
 
@@ -99,44 +100,18 @@ MAX_IDLE = 16
 #: restart or idle timeout closed it: reconnect before sending, rather than fail the command).
 RECHECK_AFTER = 1.0
 
-#: Every lean wire, so that a forked child can make them forget their parent's connections.
-_WIRES: weakref.WeakSet[_Wire] = weakref.WeakSet()
+#: The connections kept for each pool (each with when it was last used), shared by its wires.
+_KEPT: weakref.WeakKeyDictionary[Any, list[tuple[Any, float]]] = weakref.WeakKeyDictionary()
 
 
 def _forget_connections() -> None:
-    for wire in list(_WIRES):
-        wire.idle.clear()
+    """In a forked child: the kept connections are the parent's sockets."""
+    for idle in list(_KEPT.values()):
+        idle.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_connections)
-
-
-def _give_back(pool: Any, idle: list[tuple[Any, float]], is_async: bool, pid: int) -> None:
-    """A wire is gone: hand its kept connections back to the pool (in the process that took them)."""
-    if os.getpid() != pid or not idle:
-        return
-    connections = [conn for conn, _used in idle]
-    idle.clear()
-    if not is_async:
-        for conn in connections:
-            pool.release(conn)
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no loop to release on: the client's disconnect() or aclose() closes them
-        return
-
-    async def release() -> None:
-        for conn in connections:
-            await pool.release(conn)
-
-    task = loop.create_task(release())
-    _RELEASING.add(task)
-    task.add_done_callback(_RELEASING.discard)
-
-
-_RELEASING: set[Any] = set()
 
 
 def _pool_args(pool: Any) -> tuple[str, ...]:
@@ -162,17 +137,14 @@ class _Wire:
         #: the client's class still has it (tracing may replace it after the store was made).
         self.stock = _STOCK[self.is_async] if self.lean else None
         #: Connections taken from the pool and kept between commands, each with when it was last
-        #: used (see the module's docstring).
-        self.idle: list[tuple[Any, float]] = []
+        #: used, shared by the wires of the same pool (see the module's docstring).
+        self.idle: list[tuple[Any, float]] = _KEPT.setdefault(self.pool, []) if self.lean else []
         #: redis-py >= 7 marks a connection to reconnect on a server maintenance notification,
         #: and the pool disconnects it when it comes back; the wire does so when it keeps one.
         self.marks = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
         limit = getattr(self.pool, "max_connections", None)
         #: A pool of fewer than 4 connections lends every one back after each command.
         self.idle_cap = min(MAX_IDLE, limit // 4) if isinstance(limit, int) else MAX_IDLE
-        if self.lean:
-            _WIRES.add(self)
-            weakref.finalize(self, _give_back, self.pool, self.idle, self.is_async, os.getpid())
 
 
 class Wire(_Wire):

@@ -406,3 +406,15 @@ def test_large_async_values_round_trip_and_a_stalled_write_is_bounded(server: Re
         await client.aclose()
 
     LOOP.run_until_complete(scenario())
+
+
+def test_other_pools_lend_each_connection_back(redis_server: RedisServer) -> None:
+    """A blocking pool (or Sentinel's) keeps its own bookkeeping: the wire takes and returns each time."""
+    pool = redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=8, timeout=1)
+    client = redis.Redis(connection_pool=pool, retry=ClientRetry(NoBackoff(), 0))
+    wire = Wire(client)
+    assert wire.lean and wire.idle_cap == 0
+    for _ in range(3):
+        assert wire.get("nothing") is None
+    assert wire.idle == [] and len(pool._connections) == 1 and pool.pool.qsize() == 8  # all lent back
+    client.close()

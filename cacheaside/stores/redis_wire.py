@@ -25,7 +25,8 @@ leaves a reply unread (see above), which is what that ``recv`` checks. The kept 
 still the pool's: ``disconnect()`` and ``close()`` on the client close them too (the next command
 reconnects, with redis-py's health checks), and a forked child forgets them (they are the
 parent's sockets). Because they are kept per pool, stores made and dropped on one client (say,
-one per request) share them and never hold more than ``idle_cap``.
+one per request) share them and never hold more than ``idle_cap``. Only redis-py's own
+``ConnectionPool`` is kept from: blocking and Sentinel pools keep their own bookkeeping.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ MAX_IDLE = 16
 #: restart or idle timeout closed it: reconnect before sending, rather than fail the command).
 RECHECK_AFTER = 1.0
 
+#: The pools whose connections a wire keeps: redis-py's own. Others (blocking, Sentinel) lend
+#: each connection back after every command, as before.
+_KEEPING_POOLS: tuple[type, ...] = (redis.ConnectionPool, redis.asyncio.ConnectionPool)
+
 #: The connections kept for each pool (each with when it was last used), shared by its wires.
 _KEPT: weakref.WeakKeyDictionary[Any, list[tuple[Any, float]]] = weakref.WeakKeyDictionary()
 
@@ -138,13 +143,16 @@ class _Wire:
         self.stock = _STOCK[self.is_async] if self.lean else None
         #: Connections taken from the pool and kept between commands, each with when it was last
         #: used, shared by the wires of the same pool (see the module's docstring).
-        self.idle: list[tuple[Any, float]] = _KEPT.setdefault(self.pool, []) if self.lean else []
+        keeps = self.lean and type(self.pool) in _KEEPING_POOLS
+        self.idle: list[tuple[Any, float]] = _KEPT.setdefault(self.pool, []) if keeps else []
         #: redis-py >= 7 marks a connection to reconnect on a server maintenance notification,
         #: and the pool disconnects it when it comes back; the wire does so when it keeps one.
         self.marks = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
         limit = getattr(self.pool, "max_connections", None)
         #: A pool of fewer than 4 connections lends every one back after each command.
         self.idle_cap = min(MAX_IDLE, limit // 4) if isinstance(limit, int) else MAX_IDLE
+        if not keeps:
+            self.idle_cap = 0
 
 
 class Wire(_Wire):

@@ -149,10 +149,25 @@ class _Wire:
         #: and the pool disconnects it when it comes back; the wire does so when it keeps one.
         self.marks = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
         limit = getattr(self.pool, "max_connections", None)
-        #: A pool of fewer than 4 connections lends every one back after each command.
-        self.idle_cap = min(MAX_IDLE, limit // 4) if isinstance(limit, int) else MAX_IDLE
-        if not keeps:
-            self.idle_cap = 0
+        #: How many connections to keep (a pool of fewer than 4 lends every one back each time).
+        self.idle_cap = 0 if not keeps else min(MAX_IDLE, limit // 4) if isinstance(limit, int) else MAX_IDLE
+
+    # What to do with kept connections, for both wires; each does the I/O its own way.
+
+    def pop_kept(self) -> tuple[Any, bool] | None:
+        """A kept connection and whether it sat unused long enough to be checked; None if none is kept."""
+        try:
+            conn, used = self.idle.pop()
+        except IndexError:
+            return None
+        return conn, time.monotonic() - used > RECHECK_AFTER
+
+    def room(self) -> bool:
+        """Whether a connection done with its command is kept (else it goes back to the pool)."""
+        return len(self.idle) < self.idle_cap
+
+    def put(self, conn: Any) -> None:
+        self.idle.append((conn, time.monotonic()))
 
 
 class Wire(_Wire):
@@ -160,11 +175,11 @@ class Wire(_Wire):
 
     def take(self) -> Any:
         """A kept connection (checked if it sat unused a while), else one from the pool."""
-        try:
-            conn, used = self.idle.pop()
-        except IndexError:
+        kept = self.pop_kept()
+        if kept is None:
             return self.pool.get_connection(*self.pool_args)
-        if time.monotonic() - used > RECHECK_AFTER:
+        conn, due = kept
+        if due:
             try:
                 stale = conn.can_read()  # data nobody asked for, or the server closed it
             except (redis.RedisError, OSError):
@@ -174,12 +189,12 @@ class Wire(_Wire):
         return conn
 
     def keep(self, conn: Any) -> None:
-        if len(self.idle) >= self.idle_cap:
+        if not self.room():
             self.pool.release(conn)
             return
         if self.marks and conn.should_reconnect():
             conn.disconnect()
-        self.idle.append((conn, time.monotonic()))
+        self.put(conn)
 
     def send(self, *args: Any) -> Any:
         """One command's raw reply, on a kept connection or one from the pool; the caller checked ``lean``."""
@@ -226,11 +241,11 @@ class AsyncWire(_Wire):
         self.check = "can_read" if inspect.iscoroutinefunction(can_read) else "can_read_destructive"
 
     async def take(self) -> Any:
-        try:
-            conn, used = self.idle.pop()
-        except IndexError:
+        kept = self.pop_kept()
+        if kept is None:
             return await self.pool.get_connection(*self.pool_args)
-        if time.monotonic() - used > RECHECK_AFTER and conn.is_connected:
+        conn, due = kept
+        if due and conn.is_connected:
             try:
                 stale = await getattr(conn, self.check)()
             except (redis.RedisError, OSError):
@@ -240,12 +255,12 @@ class AsyncWire(_Wire):
         return conn
 
     async def keep(self, conn: Any) -> None:
-        if len(self.idle) >= self.idle_cap:
+        if not self.room():
             await self.pool.release(conn)
             return
         if self.marks and conn.should_reconnect():
             await conn.disconnect()
-        self.idle.append((conn, time.monotonic()))
+        self.put(conn)
 
     async def write(self, conn: Any, args: tuple[Any, ...]) -> None:
         """Send one command on ``conn``: redis-py's ``send_command`` without its task per command.

@@ -1,4 +1,4 @@
-"""Plain data shared by every layer: the ``MISS`` sentinel, the stored ``Entry``, ``CORRUPT`` and ``Lease``."""
+"""Plain data shared by every layer: ``MISS``, the stored ``Entry``, ``CORRUPT``, ``Lease`` and ``to_seconds``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import enum
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 
@@ -37,9 +38,13 @@ class Entry:
     delta: float = 0.0
     tags: tuple[str, ...] = ()
 
-    @property
-    def expires_at(self) -> float:
-        return self.stored_at + self.ttl
+    def late(self, now: float) -> float:
+        """Seconds past its freshness at ``now``; negative while fresh. The freshness rule, once."""
+        return now - self.stored_at - self.ttl
+
+    def fresh(self, now: float) -> bool:
+        """Whether the entry can be served as a hit at ``now``."""
+        return self.late(now) < 0
 
     @property
     def retain(self) -> float:
@@ -70,3 +75,28 @@ class Lease:
     entry: Entry | None = field(default=None, compare=False)
     #: What the store needs to wait for the holder's value (``Store.watch``), when not the owner.
     wait: Any = field(default=None, compare=False)
+
+
+def to_seconds(value: object, *, owner: str, param: str) -> float:
+    """A positive finite duration in seconds from an int, float or timedelta, else a clear error."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"{owner}: {param} must be seconds (int or float) or a datetime.timedelta, "
+            f"got {type(value).__name__}"
+        )
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{owner}: {param} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
+
+
+def check_prefix(prefix: object, owner: str) -> str:
+    """A store's key prefix: a non-empty str, else a clear error."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"{owner}: prefix must be a non-empty str, got {type(prefix).__name__}")
+    if not prefix:
+        raise ValueError(f"{owner}: prefix must be a non-empty str, got ''")
+    return prefix

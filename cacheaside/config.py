@@ -1,66 +1,30 @@
 """Process-wide defaults (``configure``) and the test switch (``disabled``).
 
-Defaults are read at call time, so ``configure()`` after decoration still counts.
+Defaults are read at call time, so ``configure()`` after decoration still counts. This is
+the only module that builds a store of its own: the built-in default ``MemoryStore``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from .stores.base import StoreInfo
+from ._settings import settings
+from ._types import check_prefix, to_seconds
+from .stores.base import StoreInfo
+from .stores.memory import MemoryStore
 
-__all__ = ["configure", "disabled", "settings", "to_seconds"]
+__all__ = ["configure", "disabled"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def to_seconds(value: object, *, owner: str, param: str) -> float:
-    """A positive finite duration in seconds from an int, float or timedelta, else a clear error."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(
-            f"{owner}: {param} must be seconds (int or float) or a datetime.timedelta, "
-            f"got {type(value).__name__}"
-        )
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"{owner}: {param} must be a positive, finite number of seconds, got {value!r}")
-    return seconds
-
-
-class _Settings:
-    """The live defaults; one instance, ``settings``."""
-
-    def __init__(self) -> None:
-        self.ttl = 300.0
-        self.prefix = "cacheaside"
-        self._store: StoreInfo | None = None
-        self._lock = threading.Lock()
-        self.disabled = 0  # > 0 inside ``disabled()``
-
-    @property
-    def store(self) -> StoreInfo:
-        store = self._store
-        if store is None:
-            with self._lock:
-                if self._store is None:
-                    from .stores.memory import MemoryStore
-
-                    self._store = MemoryStore()
-                store = self._store
-        return store
-
-
-settings = _Settings()
+settings.make_builtin = lambda prefix: MemoryStore(prefix=prefix)
 
 
 def configure(
@@ -73,20 +37,24 @@ def configure(
     Args:
         store: the store of call sites that name none (built-in: a ``MemoryStore()``).
         ttl: the ttl of call sites that give none (built-in: 300 s).
-        prefix: the key prefix of stores created afterwards without one (built-in: ``"cacheaside"``).
-    """
-    if ttl is not None:
-        settings.ttl = to_seconds(ttl, owner="configure()", param="ttl")
-    if prefix is not None:
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"configure(): prefix must be a non-empty str, got {prefix!r}")
-        settings.prefix = prefix
-    if store is not None:
-        from .stores.base import StoreInfo
+        prefix: the key prefix of stores created afterwards without one, and of the
+            built-in default store (built-in: ``"cacheaside"``).
 
-        if not isinstance(store, StoreInfo):
-            raise TypeError(f"configure(): store must be a store (e.g. MemoryStore()), got {type(store).__name__}")
-        settings._store = store
+    Raises:
+        TypeError, ValueError: for a value of the wrong type or out of range.
+    """
+    if store is not None and not isinstance(store, StoreInfo):
+        raise TypeError(
+            f"configure(): store must be a store (MemoryStore(), RedisStore.from_url(url)), "
+            f"got {type(store).__name__}"
+        )
+    seconds = None if ttl is None else to_seconds(ttl, owner="configure()", param="ttl")
+    if prefix is not None:
+        settings.prefix = check_prefix(prefix, "configure()")
+    if seconds is not None:
+        settings.ttl = seconds
+    if store is not None:
+        settings.store = store
 
 
 class disabled(contextlib.ContextDecorator):
@@ -118,8 +86,6 @@ class disabled(contextlib.ContextDecorator):
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
-        import inspect
-
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -132,4 +98,3 @@ class disabled(contextlib.ContextDecorator):
 
     def _recreate(self) -> disabled:
         return disabled()
-

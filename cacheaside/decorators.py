@@ -18,7 +18,8 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 import wrapt
 
 from . import flow
-from .config import settings, to_seconds
+from ._settings import settings
+from ._types import to_seconds
 from .drivers import acall_again, aevict, arun, call_again, evict, run
 from .flow import CallSite, Failure
 from .guard import BYPASS, REPLAY
@@ -118,7 +119,7 @@ class _Reader:
         self.checked: Any = store
 
     def resolve_store(self) -> Any:
-        store = self.store if self.store is not None else settings.store
+        store = self.store if self.store is not None else settings.default_store()
         if store is not self.checked:
             _check_store(store, self.is_async, self.site.name)
             self.checked = store
@@ -690,7 +691,7 @@ class _Writer:
         extra_keys = list(self.keys_fn(*args, **kwargs)) if self.keys_fn is not None else []
         tags = [_FORMATTER.vformat(t, (), mapping) for t in self.tags]
         if tags or extra_keys:
-            stores = [self.store] if self.store is not None else (list(evictions) or [settings.store])
+            stores = [self.store] if self.store is not None else (list(evictions) or [settings.default_store()])
             for store in stores:
                 keys, tag_list = evictions.setdefault(store, ([], []))
                 keys.extend(extra_keys)
@@ -787,13 +788,13 @@ def invalidates(
 
 def invalidate_tags(*tags: str, store: Any = None) -> None:
     """Evict every entry stored with one of ``tags`` (plain tag names, not templates)."""
-    target = store if store is not None else settings.store
+    target = store if store is not None else settings.default_store()
     evict(target, [], list(tags), _log_failure)
 
 
 async def ainvalidate_tags(*tags: str, store: Any = None) -> None:
     """``invalidate_tags`` for async stores."""
-    target = store if store is not None else settings.store
+    target = store if store is not None else settings.default_store()
     await aevict(target, [], list(tags), _log_failure)
 
 

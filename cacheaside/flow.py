@@ -27,7 +27,8 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._types import CORRUPT, Entry, Lease
+from ._settings import settings
+from ._types import CORRUPT, Entry, Lease, to_seconds
 from .exceptions import CacheWarning, SerializationError
 from .keys import KeyBuilder
 from .stats import Counters
@@ -153,8 +154,6 @@ class CallSite:
         ttl = self.ttl
         if isinstance(ttl, float):
             return ttl
-        from .config import settings, to_seconds  # the configured default, read at call time
-
         if ttl is None:
             return settings.ttl
         if callable(ttl):

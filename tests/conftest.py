@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cacheaside import MemoryStore, RedisStore, configure
-from cacheaside.config import settings
+from cacheaside import MemoryStore, RedisStore
+from cacheaside._settings import settings
 
 from .helpers import LOOP
 from .redis_server import REDIS_SERVER, RedisServer
@@ -73,11 +73,10 @@ def redis_store(server: RedisServer, *, asyncio: bool = False, **options: Any) -
 @pytest.fixture(autouse=True)
 def _isolated_defaults() -> Iterator[None]:
     """Every test starts with the built-in defaults and a fresh default store."""
-    saved = (settings.ttl, settings.prefix, settings._store, settings.disabled)
-    settings._store = None
+    saved = (settings.ttl, settings.prefix, settings.store, settings.builtin, settings.disabled)
+    settings.store = settings.builtin = None
     yield
-    settings.ttl, settings.prefix, settings._store, settings.disabled = saved
-    configure(ttl=saved[0])
+    settings.ttl, settings.prefix, settings.store, settings.builtin, settings.disabled = saved
 
 
 # -- redis-server processes ------------------------------------------------------

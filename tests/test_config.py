@@ -17,7 +17,7 @@ from cacheaside import (
     configure,
     disabled,
 )
-from cacheaside.config import settings
+from cacheaside._settings import settings
 
 
 def test_bare_decorator_takes_the_configured_default_ttl(clock) -> None:  # type: ignore[no-untyped-def]
@@ -39,7 +39,8 @@ def test_bare_decorator_takes_the_configured_default_ttl(clock) -> None:  # type
 
 def test_builtin_defaults() -> None:
     assert settings.ttl == 300 and settings.prefix == "cacheaside"
-    assert isinstance(settings.store, MemoryStore)
+    assert isinstance(settings.default_store(), MemoryStore)
+    assert settings.default_store() is settings.default_store()
 
 
 def test_configured_prefix_applies_to_stores_created_afterwards() -> None:
@@ -139,3 +140,25 @@ def test_wrapped_function_keeps_its_metadata() -> None:
 
     assert documented.__name__ == "documented" and documented.__doc__ == "Docs."
     assert list(inspect.signature(documented).parameters) == ["x", "y"]
+
+
+def test_the_builtin_default_store_follows_the_configured_prefix() -> None:
+    """configure(prefix=) after the built-in default store was used still applies to it (API.md "Stores")."""
+
+    @cache_aside(ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    assert f(1) == 1 and f.key(1).startswith("cacheaside:")
+    configure(prefix="p2")
+    assert f.key(1).startswith("p2:")
+    assert f(1) == 1 and f.stats().misses == 2  # a new store under the new prefix
+    assert settings.default_store().prefix == "p2"
+
+
+@pytest.mark.parametrize("prefix", [5, b"x"])
+def test_a_prefix_that_is_not_a_str_is_a_type_error(prefix: object) -> None:
+    with pytest.raises(TypeError, match="prefix must be a non-empty str"):
+        configure(prefix=prefix)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="MemoryStore: prefix"):
+        MemoryStore(prefix=prefix)  # type: ignore[arg-type]

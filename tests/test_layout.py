@@ -17,8 +17,11 @@ LAYERS = {
     "cacheaside.serializers": ["cacheaside.stores", "cacheaside.flow", "cacheaside.decorators"],
     "cacheaside.resilience": ["cacheaside.stores", "cacheaside.flow", "cacheaside.decorators"],
     "cacheaside.guard": ["cacheaside.stores", "cacheaside.flow", "cacheaside.drivers", "cacheaside.decorators"],
-    "cacheaside.stores.memory": ["cacheaside.flow", "cacheaside.decorators", "cacheaside.drivers"],
-    "cacheaside.flow": ["cacheaside.decorators", "cacheaside.drivers", "cacheaside.stores.memory"],
+    "cacheaside._settings": ["cacheaside._types", "cacheaside.keys", "cacheaside.stores", "cacheaside.config"],
+    "cacheaside.stores.memory": ["cacheaside.flow", "cacheaside.decorators", "cacheaside.drivers", "cacheaside.config"],
+    "cacheaside.stores.redis": ["cacheaside.flow", "cacheaside.decorators", "cacheaside.drivers", "cacheaside.config"],
+    "cacheaside.flow": ["cacheaside.decorators", "cacheaside.drivers", "cacheaside.stores.memory", "cacheaside.config"],
+    "cacheaside.decorators": ["cacheaside.config"],
     "cacheaside.drivers": ["cacheaside.decorators"],
 }
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from cachetools import TLRUCache
 
-from .._types import Entry, Lease
+from .._settings import settings
+from .._types import Entry, Lease, check_prefix
 from ..guard import Guard
 from ..serializers import Serializer
 
@@ -54,9 +55,7 @@ class MemoryStore:
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"MemoryStore: maxsize must be a positive int, got {maxsize!r}")
-        from ..config import settings  # configured prefix, read once at creation
-
-        self.prefix = settings.prefix if prefix is None else prefix
+        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, type(self).__name__)
         self.clock = clock
         self.serializer = serializer
         self.maxsize = maxsize

@@ -26,7 +26,8 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 
-from .._types import CORRUPT, Entry, Lease
+from .._settings import settings
+from .._types import CORRUPT, Entry, Lease, check_prefix
 from ..exceptions import CacheWarning
 from ..guard import Guard
 from ..resilience import CircuitBreaker, Retry
@@ -151,12 +152,10 @@ class RedisStore:
             )
         if isinstance(lease_timeout, bool) or not isinstance(lease_timeout, (int, float)) or not lease_timeout > 0:
             raise ValueError(f"RedisStore: lease_timeout must be a positive number of seconds, got {lease_timeout!r}")
-        from ..config import settings  # configured prefix, read once at creation
-
         self.client: Any = client
         self.serves_sync = not is_async
         self.serves_async = is_async
-        self.prefix = settings.prefix if prefix is None else prefix
+        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, type(self).__name__)
         self.serializer: Serializer = MsgpackSerializer() if serializer is None else serializer
         self.breaker = CircuitBreaker() if breaker is _DEFAULT else breaker
         self.retry = Retry() if retry is _DEFAULT else retry
@@ -312,7 +311,7 @@ class RedisStore:
         if reply is None or reply[1] == b"0":
             return None
         entry = self._entry(key, reply[1])
-        if entry is not None and entry is not CORRUPT and self.clock() < entry.expires_at:
+        if entry is not None and entry is not CORRUPT and entry.fresh(self.clock()):
             return entry
         return None
 

@@ -1,20 +1,15 @@
 """cacheaside: the cache-aside pattern, one decorator away and correct by default."""
 
 from .config import configure, disabled
-from .decorators import (
-    AsyncCachedFunction,
-    CachedFunction,
-    ainvalidate_tags,
-    cache_aside,
-    invalidate_tags,
-    invalidates,
-)
 from .exceptions import CacheError, CacheKeyError, CacheWarning, SerializationError
+from .reads import cache_aside
 from .resilience import CircuitBreaker, Retry
 from .serializers import MsgpackSerializer, Serializer
 from .stats import CacheStats
 from .stores.memory import MemoryStore
 from .stores.redis import RedisStore
+from .typing import AsyncCachedFunction, CachedFunction
+from .writes import ainvalidate_tags, invalidate_tags, invalidates
 
 __all__ = [
     "AsyncCachedFunction",

@@ -1,103 +1,47 @@
-"""The two drivers of the flows: blocking calls and threads, or awaits and tasks.
+"""The two drivers of the flows (blocking calls and threads, or awaits and tasks), and the hit paths.
 
-This is the only module where sync and async code exist twice; every decision
-is made in ``flow`` (what a read does) and ``guard`` (breaker, retries, owed
-evictions). Here: store operations with retries, one breaker report per call,
-evictions that are owed when the store does not take them, and the background
-replay of owed evictions.
+This is where sync and async code exist twice; every decision is made elsewhere: in the
+read policy (``policy``), the flows (``flow``) and the guard (``guard``). Here: the hit
+path of each kind of call site (one frame per hit: key, lookup, verdict, return), store
+operations with retries, and one guard report per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome
-from .guard import REPLAY_INTERVAL, Eviction, Guard, guard_of
+from ._calls import acall, acall_again, call, call_again, keep_task
+from ._settings import settings
+from ._site import CallSite
+from .evictions import aevict, evict
+from .exceptions import SerializationError
+from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome, read
+from .guard import BYPASS, REPLAY, Guard, guard_of
+from .policy import HIT
 
-__all__ = ["acall_again", "aevict", "arun", "call_again", "evict", "run"]
+__all__ = ["akept_out", "arun", "kept_out", "make_areader", "make_reader", "run", "tags_of"]
 
-logger = logging.getLogger("cacheaside")
-
-# Background tasks (refreshes, replays), kept referenced until done (the loop holds only weak references).
-_tasks: set[asyncio.Task[Any]] = set()
-
-
-def _keep(task: asyncio.Task[Any]) -> None:
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-# -- store operations with retries ----------------------------------------------------
-
-
-def _call(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
-    if guard is None:
-        return getattr(store, name)(*args)
-    started = time.monotonic()
-    try:
-        return getattr(store, name)(*args)
-    except Exception as exc:
-        return call_again(store, guard, name, args, exc, started)
-
-
-def call_again(store: Any, guard: Guard, name: str, args: tuple[Any, ...], exc: Exception, started: float) -> Any:
-    """``store.<name>(*args)`` failed with ``exc``: retry it as the policy allows (its budget
-    counts from ``started``), else raise the last error. The hit path calls this after its
-    own first ``get``, so a hit pays nothing for retries until something fails."""
-    attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        time.sleep(delay)
-        attempt += 1
-        try:
-            return getattr(store, name)(*args)
-        except Exception as again:
-            exc = again
-
-
-async def _acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
-    if store.nonblocking:  # nothing to await, nothing to retry
-        return getattr(store, name)(*args)
-    method = getattr(store, "a" + name)
-    if guard is None:
-        return await method(*args)
-    started = time.monotonic()
-    try:
-        return await method(*args)
-    except Exception as exc:
-        return await acall_again(store, guard, name, args, exc, started)
-
-
-async def acall_again(
-    store: Any, guard: Guard, name: str, args: tuple[Any, ...], exc: Exception, started: float
-) -> Any:
-    """``call_again`` with awaits (``name`` is the sync name; the ``a``-method is called)."""
-    method = getattr(store, "a" + name)
-    attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        await asyncio.sleep(delay)
-        attempt += 1
-        try:
-            return await method(*args)
-        except Exception as again:
-            exc = again
+def _report(guard: Guard | None, touched: bool, fault: BaseException | None, where: str) -> None:
+    """One report per call: what its store work amounted to."""
+    if guard is not None and touched:
+        if fault is None:
+            guard.ok()
+        else:
+            guard.failed(fault, where)
 
 
 # -- flows --------------------------------------------------------------------------------
 
 
-def run(flow: Flow, store: Any, call: Callable[[], Any]) -> Outcome:
-    """Carry out ``flow`` with blocking calls; report the call's store work to the guard once."""
+def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> Outcome:
+    """Carry out ``flow`` with blocking calls and threads."""
     guard = guard_of(store)
     fault: BaseException | None = None
     touched = False
@@ -109,44 +53,30 @@ def run(flow: Flow, store: Any, call: Callable[[], Any]) -> Outcome:
             if code == STORE:
                 touched = True
                 try:
-                    send = _call(store, guard, op[1], op[2])
+                    send = call(store, guard, op[1], op[2])
                 except Exception as exc:
                     send = Failure(exc)
-                    fault = fault or exc
+                    if not isinstance(exc, SerializationError):  # the value's fault, not the store's
+                        fault = fault or exc
             elif code == CALL:
+                started = time.monotonic()
                 try:
-                    send = Outcome(call())
+                    send = Outcome(compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
             elif code == JOIN:
-                op[1].event.wait()  # made by lead_or_join for this joiner
-                send = op[1].outcome
+                send = op[1].wait(store.lease_timeout)
             elif code == SPAWN:
-                make = op[1]
-                threading.Thread(target=_background, args=(make, store, call), daemon=True).start()
+                threading.Thread(target=run, args=(op[1](), site, store, compute), daemon=True).start()
                 send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
-        _report(guard, touched, fault)
+        _report(guard, touched, fault, site.name)
         return stop.value  # type: ignore[no-any-return]
 
 
-def _report(guard: Guard | None, touched: bool, fault: BaseException | None) -> None:
-    if guard is not None and touched:
-        if fault is None:
-            guard.ok()
-        else:
-            guard.failed(fault)
-
-
-def _background(make: Callable[[], Flow], store: Any, call: Callable[[], Any]) -> None:
-    outcome = run(make(), store, call)
-    if outcome.exc is not None:
-        logger.debug("background refresh failed: %s", type(outcome.exc).__name__)
-
-
-async def arun(flow: Flow, store: Any, call: Callable[[], Awaitable[Any]]) -> Outcome:
+async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awaitable[Any]]) -> Outcome:
     """Carry out ``flow`` with awaits (store methods with an ``a`` prefix, unless the store never blocks)."""
     guard = guard_of(store)
     fault: BaseException | None = None
@@ -159,168 +89,165 @@ async def arun(flow: Flow, store: Any, call: Callable[[], Awaitable[Any]]) -> Ou
             if code == STORE:
                 touched = True
                 try:
-                    send = await _acall(store, guard, op[1], op[2])
+                    send = await acall(store, guard, op[1], op[2])
                 except Exception as exc:
                     send = Failure(exc)
-                    fault = fault or exc
+                    if not isinstance(exc, SerializationError):
+                        fault = fault or exc
             elif code == CALL:
+                started = time.monotonic()
                 try:
-                    send = Outcome(await call())
+                    send = Outcome(await compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
             elif code == JOIN:
-                # Shielded: a cancelled joiner must not cancel the leader's result for the others.
-                send = await asyncio.shield(op[1].future)
+                send = await op[1].await_outcome(store.lease_timeout)
             elif code == SPAWN:
-                _keep(asyncio.ensure_future(_abackground(op[1], store, call)))
+                keep_task(asyncio.ensure_future(arun(op[1](), site, store, compute)))
                 send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
-        _report(guard, touched, fault)
+        _report(guard, touched, fault, site.name)
         return stop.value  # type: ignore[no-any-return]
 
 
-async def _abackground(make: Callable[[], Flow], store: Any, call: Callable[[], Awaitable[Any]]) -> None:
-    outcome = await arun(make(), store, call)
-    if outcome.exc is not None:
-        logger.debug("background refresh failed: %s", type(outcome.exc).__name__)
+# -- the hit paths ----------------------------------------------------------------------
 
 
-# -- evictions --------------------------------------------------------------------------------
+def kept_out(site: CallSite, store: Any) -> bool:
+    """Whether a call must not use the store now; asked only when its guard is not clear.
 
-
-def evict(
-    store: Any,
-    keys: Collection[str],
-    tags: Collection[str],
-    on_failure: Callable[[Failure], None],
-    verdict: int | None = None,
-) -> bool:
-    """Evict ``keys`` and ``tags`` (with evictions owed from before), or owe them; never raises.
-
-    With no keys and tags this pays what is owed: a read calls it before it may use
-    the store again, passing the guard's ``verdict`` it already got (a half-open probe
-    must not ask twice). Returns whether the store took everything.
+    The breaker is open (the call counts as ``bypassed``), or evictions owed to the
+    store could not be paid first (an error, counted by the failed eviction).
     """
-    guard = guard_of(store)
-    eviction = _plan(store, guard, keys, tags, verdict)
-    if eviction.bypassed:
-        return False
-    try:
-        _send(store, guard, eviction)
-    except Exception as exc:
-        _not_taken(store, guard, eviction, exc, on_failure)
-        return False
+    verdict = store.guard.admit()
+    if verdict == BYPASS:
+        site.counters.bypassed += 1
+        return True
+    return verdict == REPLAY and not evict(store, (), (), lambda f: site.store_failed(f.exc), verdict)
+
+
+async def akept_out(site: CallSite, store: Any) -> bool:
+    """``kept_out`` with awaits."""
+    verdict = store.guard.admit()
+    if verdict == BYPASS:
+        site.counters.bypassed += 1
+        return True
+    return verdict == REPLAY and not await aevict(store, (), (), lambda f: site.store_failed(f.exc), verdict)
+
+
+def _lookup_failed(site: CallSite, store: Any, exc: Exception) -> None:
+    guard = store.guard
     if guard is not None:
-        guard.taken(eviction)
-    return True
+        guard.failed(exc, site.name)
+    site.store_failed(exc)
+    site.counters.misses += 1
 
 
-async def aevict(
-    store: Any,
-    keys: Collection[str],
-    tags: Collection[str],
-    on_failure: Callable[[Failure], None],
-    verdict: int | None = None,
-) -> bool:
-    """``evict`` with awaits."""
-    guard = guard_of(store)
-    eviction = _plan(store, guard, keys, tags, verdict)
-    if eviction.bypassed:
-        return False
-    try:
-        await _asend(store, guard, eviction)
-    except Exception as exc:
-        _not_taken(store, guard, eviction, exc, on_failure)
-        return False
-    if guard is not None:
-        guard.taken(eviction)
-    return True
+def tags_of(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The call's tags, rendered when a flow asks (made here, off the hit path: a closure in the
+    hit path itself would allocate a cell per captured name on every call, hits included)."""
+    if not site.tags:
+        return tuple
+    return lambda: site.keys.tags(site.tags, instance, skip, args, kwargs)
 
 
-def _plan(
-    store: Any, guard: Guard | None, keys: Collection[str], tags: Collection[str], verdict: int | None
-) -> Eviction:
-    if guard is None:
-        return Eviction(list(keys), list(tags))
-    eviction = guard.plan(keys, tags, verdict)
-    if eviction.bypassed:
-        _replay_later(store, guard)
-    return eviction
+def _read(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
+          instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A sync call whose lookup gave no plain hit: the read flow."""
+    tags = tags_of(site, instance, skip, args, kwargs)
+    flow = read(site, store, key, entry, verdict, tags, None)
+    return run(flow, site, store, lambda: wrapped(*args, **kwargs)).unwrap()
 
 
-def _not_taken(
-    store: Any, guard: Guard | None, eviction: Eviction, exc: Exception, on_failure: Callable[[Failure], None]
-) -> None:
-    if guard is not None and guard.not_taken(eviction, exc):
-        _replay_later(store, guard)
-    on_failure(Failure(exc))
+async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
+                 instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An async call whose lookup gave no plain hit: the read flow."""
+    tags = tags_of(site, instance, skip, args, kwargs)
+    flow = read(site, store, key, entry, verdict, tags, asyncio.get_running_loop())
+    return (await arun(flow, site, store, lambda: wrapped(*args, **kwargs))).unwrap()
 
 
-def _send(store: Any, guard: Guard | None, eviction: Eviction) -> None:
-    if eviction.purge:
-        _call(store, guard, "purge", ())
-    if eviction.keys or eviction.tags:
-        _call(store, guard, "delete", (eviction.keys, eviction.tags))
+def make_reader(site: CallSite, static: bool) -> Wrapper:
+    """The wrapper of a sync call site: its hit path inline, everything else in ``_read``.
 
-
-async def _asend(store: Any, guard: Guard | None, eviction: Eviction) -> None:
-    if eviction.purge:
-        await _acall(store, guard, "purge", ())
-    if eviction.keys or eviction.tags:
-        await _acall(store, guard, "delete", (eviction.keys, eviction.tags))
-
-
-def _replay_later(store: Any, guard: Guard) -> None:
-    """Make sure something keeps offering owed evictions to the store (one replay per guard)."""
-    if not guard.owes or not guard.start_replay():
-        return
-    if store.serves_sync:
-        threading.Thread(target=_replay, args=(store, guard), daemon=True, name="cacheaside-replay").start()
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no loop to run on: reads pay what is owed before they use the store
-        guard.stop_replay()
-        return
-    _keep(loop.create_task(_areplay(store, guard)))
-
-
-def _replay(store: Any, guard: Guard) -> None:
-    """Offer owed evictions to the store every REPLAY_INTERVAL, whatever the breaker says, until taken.
-
-    Other processes read the store directly: they stop seeing evicted values only once
-    the store takes these, so this does not wait for the breaker's reset_timeout. No
-    retries and no breaker reports: this is not a caller's call.
+    On a remote store a hit is a round trip plus this, and every frame shows in the ratio:
+    no helper calls but the key, the lookup and the verdict, and no closures.
     """
-    while True:
-        eviction = guard.due()
+    build = site.keys.build
+    decide = site.policy.decide
+    counters = site.counters
+    fixed = site.store  # checked at decoration; None: the configured default, checked per call
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if settings.disabled:
+            return wrapped(*args, **kwargs)
+        store = fixed if fixed is not None else site.resolve_store()
+        if static:
+            instance = None
+        skip = instance is not None
+        key = build(store.prefix, instance, skip, args, kwargs)
+        guard = store.guard
+        if guard is not None and not guard.clear and kept_out(site, store):
+            return wrapped(*args, **kwargs)
         try:
-            _send(store, None, eviction)
+            entry = store.get(key)
         except Exception as exc:
-            logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
-        else:
-            if guard.replayed(eviction):
-                return
-            continue
-        time.sleep(REPLAY_INTERVAL)
-
-
-async def _areplay(store: Any, guard: Guard) -> None:
-    """``_replay`` on the event loop of the async store's client."""
-    try:
-        while True:
-            eviction = guard.due()
             try:
-                await _asend(store, None, eviction)
-            except Exception as exc:
-                logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
-            else:
-                if guard.replayed(eviction):
-                    return
-                continue
-            await asyncio.sleep(REPLAY_INTERVAL)
-    except BaseException:
-        guard.replaying = False  # the loop is going away: reads pay what is owed instead
-        raise
+                if guard is None:
+                    raise
+                entry = call_again(store, guard, "get", (key,), exc, time.monotonic())
+            except Exception as final:
+                _lookup_failed(site, store, final)
+                return wrapped(*args, **kwargs)
+        verdict = decide(entry, store.clock())
+        if verdict is HIT:
+            counters.hits += 1
+            if guard is not None and not guard.clear:
+                guard.ok()
+            return entry.value
+        return _read(site, store, key, entry, verdict, wrapped, instance, skip, args, kwargs)
+
+    return wrapper
+
+
+def make_areader(site: CallSite, static: bool) -> Wrapper:
+    """``make_reader`` for an async call site."""
+    build = site.keys.build
+    decide = site.policy.decide
+    counters = site.counters
+    fixed = site.store
+
+    async def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if settings.disabled:
+            return await wrapped(*args, **kwargs)
+        store = fixed if fixed is not None else site.resolve_store()
+        if static:
+            instance = None
+        skip = instance is not None
+        key = build(store.prefix, instance, skip, args, kwargs)
+        guard = store.guard
+        if guard is not None and not guard.clear and await akept_out(site, store):
+            return await wrapped(*args, **kwargs)
+        try:
+            entry = store.get(key) if store.nonblocking else await store.aget(key)
+        except Exception as exc:
+            try:
+                if guard is None:
+                    raise
+                entry = await acall_again(store, guard, "get", (key,), exc, time.monotonic())
+            except Exception as final:
+                _lookup_failed(site, store, final)
+                return await wrapped(*args, **kwargs)
+        verdict = decide(entry, store.clock())
+        if verdict is HIT:
+            counters.hits += 1
+            if guard is not None and not guard.clear:
+                guard.ok()
+            return entry.value
+        return await _aread(site, store, key, entry, verdict, wrapped, instance, skip, args, kwargs)
+
+    return wrapper

@@ -1,21 +1,23 @@
-"""The policy between decorated calls and a remote store: breaker, retries, and evictions owed.
+"""The policy between decorated calls and a remote store: breaker, retries, incidents, evictions owed.
 
-A ``Guard`` belongs to one store (``RedisStore.guard``) and is shared by every
-call site on it. It decides, with no I/O of its own:
+A ``Guard`` belongs to one store (``RedisStore.guard``) and is shared by every call site on
+it. It decides, with no I/O of its own:
 
-- whether a call may use the store (``admit``): the circuit breaker's verdict,
-  and whether evictions that failed earlier must be applied first;
-- what one decorated call's store work amounted to (``ok`` / ``failed``): one
-  report per call, and only store faults count against the breaker;
-- whether a failed operation is worth another try (``retry_after``), within
-  the call's budget, so that a retry never doubles a caller's wait;
-- what an eviction sends (``plan``), and what it means when the store takes it
-  (``taken``) or not (``not_taken``): evictions the store did not take are owed,
-  bounded, argument values never logged, and collapsed into a wholesale purge
-  of the store's prefix when the record overflows; owed ones go out with the
-  next eviction, and the background replay offers them (``due`` / ``replayed``).
+- whether a call may use the store (``admit``): the circuit breaker's verdict, and whether
+  evictions that failed earlier must be applied first;
+- what one decorated call's store work amounted to (``ok`` / ``failed``): one report per
+  call; only store faults count against the breaker; an incident is logged when the store
+  starts failing and when it answers again (every incident, however it recovers); a store
+  that refuses the commands for its setup (permissions, version) says so once;
+- whether a failed operation is worth another try (``retry_after``), within the call's
+  budget, so that a retry never doubles a caller's wait;
+- what an eviction sends (``plan``), and what it means when the store takes it (``taken``)
+  or not (``not_taken``): evictions the store did not take are owed, bounded, argument
+  values never logged, and collapsed into a wholesale purge of the store's prefix when the
+  record overflows; owed ones go out with the next eviction, and the background replay
+  offers them (``due`` / ``replayed``) until the store takes them or is closed.
 
-The drivers carry out the I/O (blocking or awaited) and the background replay.
+``evictions`` carries out the I/O (blocking or awaited) and the background replay.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from .exceptions import warn
 from .resilience import CircuitBreaker, Retry
 
-__all__ = ["ADMIT", "BYPASS", "REPLAY", "Eviction", "Guard"]
+__all__ = ["ADMIT", "BYPASS", "REPLAY", "Eviction", "Guard", "guard_of"]
 
 logger = logging.getLogger("cacheaside")
 
@@ -55,8 +58,12 @@ class Eviction:
     paying: tuple[list[str], list[str]] = ([], [])
 
 
+def _no_diagnosis(exc: BaseException) -> str | None:
+    return None
+
+
 class Guard:
-    """Breaker, retry policy and owed evictions of one store."""
+    """Breaker, retry policy, incident log and owed evictions of one store."""
 
     def __init__(
         self,
@@ -67,6 +74,7 @@ class Guard:
         is_fault: Callable[[BaseException], bool],
         is_transient: Callable[[BaseException], bool],
         budget: float,
+        diagnose: Callable[[BaseException], str | None] = _no_diagnosis,
         max_owed: int = 10_000,
     ) -> None:
         self.name = name
@@ -74,6 +82,7 @@ class Guard:
         self.retry = retry
         self.is_fault = is_fault
         self.is_transient = is_transient
+        self.diagnose = diagnose
         #: Seconds one store operation may take, retries included.
         self.budget = budget
         self.max_owed = max_owed
@@ -84,8 +93,13 @@ class Guard:
         self._purge = False
         #: A background replay is running (a thread, or a task on some event loop).
         self.replaying = False
-        #: Nothing to do for a call: the breaker is closed with no failure counted and nothing is
-        #: owed. The hit path reads only this; it is kept under the lock whenever it changes.
+        #: Set when the store is closed: the replay stops, and its waits end at once.
+        self.closed = threading.Event()
+        #: An incident is under way: the call site where it began (None: the store answers).
+        self.failing: str | None = None
+        self._diagnosed: set[str] = set()
+        #: Nothing to do for a call: the breaker is closed with no failure counted, no incident
+        #: is open and nothing is owed. The hit path reads only this; it changes under the lock.
         self.clear = True
 
     def __repr__(self) -> str:
@@ -97,11 +111,9 @@ class Guard:
         """``ADMIT``, ``BYPASS`` (breaker open: don't touch the store) or ``REPLAY`` (pay owed evictions first)."""
         if self.clear:
             return ADMIT
-        breaker = self.breaker
-        owed = self._keys or self._tags or self._purge
-        if breaker is not None and (breaker._state != "closed" or owed) and not breaker.allow():
+        if self.breaker is not None and not self.breaker.allow():
             return BYPASS
-        return REPLAY if owed else ADMIT
+        return REPLAY if self.owes else ADMIT
 
     def ok(self) -> None:
         """A decorated call (or eviction) whose store work all succeeded."""
@@ -109,20 +121,36 @@ class Guard:
             return
         if self.breaker is not None:
             self._log(self.breaker.success())
+        began = self.failing
+        if began is not None:
+            self.failing = None
+            logger.info("%s: the store answers again (the incident began in %s)", self.name, began)
         self._settle()
 
-    def failed(self, exc: BaseException) -> None:
-        """A decorated call (or eviction) whose store work failed; only store faults count."""
-        if self.breaker is not None and self.is_fault(exc):
-            with self._lock:
-                self.clear = False
-            self._log(self.breaker.failure(exc))
+    def failed(self, exc: BaseException, where: str = "an eviction") -> None:
+        """A decorated call (or eviction, at ``where``) whose store work failed; only store faults count."""
+        fault = self.is_fault(exc)
+        changed = self.breaker.failure(exc) if self.breaker is not None and fault else None
+        with self._lock:
+            self.clear = False
+            starting = self.failing is None
+            if starting:
+                self.failing = where
+        if starting:
+            # The type only: messages can carry hosts and passwords.
+            logger.warning("%s: store failed in %s (%s); calls go to the function until it answers",
+                           self.name, where, type(exc).__name__)
+        self._log(changed)
+        if not fault:
+            problem = self.diagnose(exc)
+            if problem is not None and type(exc).__name__ not in self._diagnosed:
+                self._diagnosed.add(type(exc).__name__)
+                warn(f"{self.name}: {problem}")
 
     def _settle(self) -> None:
         with self._lock:
-            breaker = self.breaker
-            calm = breaker is None or (breaker._state == "closed" and not breaker._failures)
-            self.clear = calm and not (self._keys or self._tags or self._purge)
+            calm = self.breaker is None or self.breaker.calm
+            self.clear = calm and self.failing is None and not self.owes
 
     def _log(self, changed: str | None) -> None:
         if changed == "open":
@@ -140,13 +168,13 @@ class Guard:
     def retry_after(self, exc: BaseException, attempt: int, started: float) -> float | None:
         """Seconds to wait before try ``attempt + 1``, or None for no retry.
 
-        Only transient faults are retried, never in half_open (the probe must be quick),
-        and never past the operation's budget measured from its first try.
+        Only transient faults are retried, never unless the breaker is closed (a half-open
+        probe must be quick), and never past the operation's budget from its first try.
         """
         retry = self.retry
         if retry is None or attempt >= retry.attempts or not self.is_transient(exc):
             return None
-        if self.breaker is not None and self.breaker._state != "closed":
+        if self.breaker is not None and self.breaker.state != "closed":
             return None
         delay = retry.delay(attempt)
         if time.monotonic() - started + delay >= self.budget:
@@ -178,9 +206,9 @@ class Guard:
         self.paid(*eviction.paying, eviction.purge)
         self.ok()
 
-    def not_taken(self, eviction: Eviction, exc: BaseException) -> bool:
+    def not_taken(self, eviction: Eviction, exc: BaseException, where: str = "an eviction") -> bool:
         """The store failed ``eviction``; True when that made its keys and tags owed (a store fault)."""
-        self.failed(exc)
+        self.failed(exc, where)
         if not self.is_fault(exc):
             return False
         self.owe(*eviction.asked)
@@ -232,9 +260,9 @@ class Guard:
         self._settle()
 
     def start_replay(self) -> bool:
-        """Claim the background replay; False when one is already running."""
+        """Claim the background replay; False when one is already running (or the store is closed)."""
         with self._lock:
-            if self.replaying:
+            if self.replaying or self.closed.is_set():
                 return False
             self.replaying = True
             return True
@@ -242,10 +270,16 @@ class Guard:
     def stop_replay(self) -> bool:
         """Give the background replay up unless more became owed meanwhile (then keep going)."""
         with self._lock:
-            if self._keys or self._tags or self._purge:
+            if self.owes and not self.closed.is_set():
                 return False
             self.replaying = False
             return True
+
+    def close(self) -> None:
+        """The store is closed: stop the background replay (what is still owed is left to the TTL)."""
+        self.closed.set()
+        if self.owes:
+            logger.warning("%s: closed with evictions owed; they are left to the entries' TTL", self.name)
 
 
 def guard_of(store: Any) -> Guard | None:

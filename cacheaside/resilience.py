@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import inf
 from typing import Literal
 
 __all__ = ["BreakerSnapshot", "CircuitBreaker", "Retry"]
@@ -46,8 +47,9 @@ class CircuitBreaker:
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) or failure_threshold < 1:
             raise ValueError(f"CircuitBreaker: failure_threshold must be an int >= 1, got {failure_threshold!r}")
-        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, (int, float)) or not reset_timeout > 0:
-            raise ValueError(f"CircuitBreaker: reset_timeout must be positive seconds, got {reset_timeout!r}")
+        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, (int, float)) \
+                or not 0 < reset_timeout < inf:
+            raise ValueError(f"CircuitBreaker: reset_timeout must be positive, finite seconds, got {reset_timeout!r}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
         self._clock = clock
@@ -60,6 +62,11 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state!r}, failure_threshold={self.failure_threshold})"
+
+    @property
+    def calm(self) -> bool:
+        """Closed with no failure counted: nothing for a call to report."""
+        return self._state == "closed" and not self._failures
 
     @property
     def state(self) -> State:
@@ -123,8 +130,8 @@ class Retry:
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
             raise ValueError(f"Retry: attempts must be an int >= 1 (total tries), got {self.attempts!r}")
-        if isinstance(self.backoff, bool) or not isinstance(self.backoff, (int, float)) or self.backoff < 0:
-            raise ValueError(f"Retry: backoff must be zero or positive seconds, got {self.backoff!r}")
+        if isinstance(self.backoff, bool) or not isinstance(self.backoff, (int, float)) or not 0 <= self.backoff < inf:
+            raise ValueError(f"Retry: backoff must be zero or positive, finite seconds, got {self.backoff!r}")
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based): full jitter over the exponential cap."""

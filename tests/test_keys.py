@@ -296,13 +296,14 @@ def test_argmap_equals_signature_bind(sig: int, args: list[int], kwargs: dict[st
     st.text(max_size=5),
 )
 def test_plain_template_fast_path_equals_the_formatter(x: Any, y: str) -> None:
-    from cacheaside.keys import _FORMATTER, KeyBuilder
+    from cacheaside._templates import FORMATTER
+    from cacheaside.keys import KeyBuilder
 
     def f(x: Any, y: str = "d") -> None: ...
 
     builder = KeyBuilder(f, name="m.f", template="a:{x}:{y}-z")
     assert builder._fields is not None
-    expected = "p:" + _FORMATTER.vformat("a:{x}:{y}-z", (), {"x": x, "y": y})
+    expected = "p:" + FORMATTER.vformat("a:{x}:{y}-z", (), {"x": x, "y": y})
     assert builder.build("p", None, False, (x,), {"y": y}) == expected
     assert builder.build("p", None, False, (x, y), {}) == expected  # every parameter positional
     assert builder.build("p", None, False, (), {"x": x, "y": y}) == expected

@@ -59,9 +59,10 @@ def test_unencodable_value_is_returned_uncached_counted_and_warned_once() -> Non
     assert f.stats().errors == 2 and f.stats().misses == 2 and f.stats().hits == 0
 
 
-def test_bad_maxsize_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="maxsize"):
-        MemoryStore(maxsize=0)
+@pytest.mark.parametrize("maxsize", [-1, 1.5, True, "10"])
+def test_bad_maxsize_is_a_clear_error(maxsize: object) -> None:
+    with pytest.raises(ValueError, match="maxsize must be an int >= 0"):
+        MemoryStore(maxsize=maxsize)  # type: ignore[arg-type]
 
 
 def test_concurrent_use_from_threads_is_safe() -> None:

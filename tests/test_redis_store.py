@@ -27,7 +27,8 @@ from redis.crc import key_slot
 from cacheaside import RedisStore, ainvalidate_tags, cache_aside, invalidate_tags, invalidates
 from cacheaside._types import Entry
 from cacheaside.stores import envelope
-from cacheaside.stores.redis import client_retries
+from cacheaside.stores._redis_faults import client_retries
+from cacheaside.stores.redis_scripts import tag_key
 
 from .conftest import redis_store
 from .helpers import LOOP
@@ -535,7 +536,7 @@ def test_a_writer_with_three_targets_and_two_tags_is_one_round_trip(rstore: Redi
     commands = Commands(client)
     assert commands.count(lambda: write(1, "x")) == ["EVALSHA"] and commands.trips == 1
     assert not any(client.exists(f.key(1)) for f in (a, b, c))
-    assert not client.exists(f"{rstore.prefix}:tag:user:1") and not client.exists(f"{rstore.prefix}:tag:team:x")
+    assert not client.exists(tag_key(rstore.prefix, "user:1")) and not client.exists(tag_key(rstore.prefix, "team:x"))
 
 
 #: The keys of the commands the scripts run (MONITOR shows them), by position.
@@ -547,7 +548,8 @@ def test_every_script_but_the_delete_touches_one_slot(
     rstore: RedisStore, other: RedisStore, client: redis.Redis
 ) -> None:
     """What lets the same calls run on Redis Cluster: the acquire, set, release and tag
-    scripts are each given one key, and every key they touch is in that key's slot."""
+    scripts are each given keys of one slot (an entry and its lease, or a tag set), and
+    every key they touch is in that slot."""
 
     @cache_aside(ttl=60, store=rstore, tags=["t:{x}", "all"])
     def f(x: int) -> int:
@@ -576,8 +578,9 @@ def test_every_script_but_the_delete_touches_one_slot(
                 declared = None
                 if words[0] == "EVALSHA" and words[1] != rstore._delete.sha:
                     scripts += 1
-                    assert int(words[2]) == 1, event
-                    declared = {key_slot(words[3].encode())}
+                    numkeys = int(words[2])
+                    declared = {key_slot(k.encode()) for k in words[3:3 + numkeys]}
+                    assert numkeys in (1, 2) and len(declared) == 1, event  # an entry and its lease, or a tag set
             elif declared is not None:
                 keys = words[1:] if words[0] in ("DEL", "EXISTS") else words[1:2] if words[0] in _KEYED else []
                 assert words[0] in _KEYED or words[0] in ("DEL", "EXISTS", "TIME"), event
@@ -600,7 +603,7 @@ def test_a_tagged_fill_reloads_scripts_the_server_lost(rstore: RedisStore, clien
     f(0), g(0)
     client.script_flush()  # as after a restart without persistence
     assert f(1) == 1 and f.stats().misses == 2 and f.stats().errors == 0
-    assert client.exists(f.key(1)) and client.zscore(f"{rstore.prefix}:tag:all", f.key(1)) is not None
+    assert client.exists(f.key(1)) and client.zscore(tag_key(rstore.prefix, "all"), f.key(1)) is not None
     assert f(1) == 1 and f.stats().hits == 1
     client.script_flush()
     f.invalidate(1)  # the delete script
@@ -635,7 +638,7 @@ def test_async_tagged_fills_record_their_tags_and_tag_evictions_revoke_them(
             go.set()
             assert await held == 4  # its caller gets it, but it was not stored
             assert not client.exists(f.key(2)) and not client.exists(f.key(1))
-            assert await f(2) == 6 and client.zscore(f"{store.prefix}:tag:all", f.key(2)) is not None
+            assert await f(2) == 6 and client.zscore(tag_key(store.prefix, "all"), f.key(2)) is not None
 
         LOOP.run_until_complete(scenario())
 
@@ -646,7 +649,7 @@ def test_tag_sets_expire_with_their_entries_and_drop_dead_members(rstore: RedisS
         return x
 
     f(1)
-    tag = f"{rstore.prefix}:tag:all"
+    tag = tag_key(rstore.prefix, "all")
     # no longer than a lease record (or its longest-lived member) and a second's margin
     assert 0 < client.pttl(tag) <= 61_000
     # Each member is kept until its entry and its lease are both gone (server ms), plus the margin.
@@ -667,7 +670,7 @@ def test_a_tag_set_survives_foreign_values_under_its_name(rstore: RedisStore, cl
     def f(x: int) -> int:
         return x
 
-    tag = f"{rstore.prefix}:tag:all"
+    tag = tag_key(rstore.prefix, "all")
     client.set(tag, b"junk")  # a foreign value where the tag set lives
     assert f(1) == 1 and client.type(tag) == b"zset"
     client.delete(tag)

@@ -9,6 +9,7 @@ but must never leave it in the cache.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from typing import Any
@@ -24,6 +25,8 @@ from .conftest import FakeClock
 from .redis_server import RedisServer
 
 KEYS = st.sampled_from(["a", "b", "c"])
+#: Each machine's read function is a new closure: a version of its own keeps their namespaces apart.
+MACHINES = itertools.count()
 
 
 class CacheModel(RuleBasedStateMachine):
@@ -37,7 +40,7 @@ class CacheModel(RuleBasedStateMachine):
         db = self.db
         model = self
 
-        @cache_aside(ttl=10, store=self.store, tags=["row:{name}"])
+        @cache_aside(ttl=10, store=self.store, tags=["row:{name}"], version=next(MACHINES))
         def read(name: str) -> int:
             value = db[name]
             gate = model.gate

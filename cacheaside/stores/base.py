@@ -51,18 +51,24 @@ class StoreInfo(Protocol):
     def guard(self) -> Guard | None:
         """Breaker, retries and owed evictions for a store that can fail (None for one that can't)."""
 
+    @property
+    def lease_timeout(self) -> float:
+        """Seconds a miss waits for another caller's computation of the same key before computing itself."""
+
 
 @runtime_checkable
 class Store(StoreInfo, Protocol):
     def get(self, key: str) -> Entry | None:
         """The entry under ``key`` while the store keeps it (possibly past its ttl), or None."""
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
         """Take (or share) the lease to fill ``key`` with a value that will carry ``tags``.
 
         An eviction of the key or of one of the tags revokes the lease. ``Lease.entry``
-        is a fresh value found meanwhile; with ``refresh`` the caller means to replace
-        a fresh value, so a lease is always taken or shared and ``entry`` is None.
+        is a fresh value found meanwhile (then no lease is taken); with ``refresh`` the
+        caller means to replace a fresh value, so a lease is always taken or shared and
+        ``entry`` is None. ``take_over``: the caller waited ``lease_timeout`` for another
+        process's holder, and now takes the lease from it (the holder can still store).
         """
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -75,14 +81,22 @@ class Store(StoreInfo, Protocol):
         """Wait up to ``timeout`` seconds for another process's lease holder to fill ``key``."""
 
     def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
-        """Evict ``keys`` and every entry stored with one of ``tags``, revoking their leases."""
+        """Evict ``keys`` and every entry stored with one of ``tags``, revoking their leases.
+
+        An entry stored again without a tag is not evicted by that tag.
+        """
+
+    def purge(self) -> None:
+        """Evict every entry under the prefix (only after owed evictions overflowed)."""
 
 
 @runtime_checkable
 class AsyncStore(StoreInfo, Protocol):
     async def aget(self, key: str) -> Entry | None: ...
 
-    async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease: ...
+    async def aacquire(
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+    ) -> Lease: ...
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool: ...
 
@@ -91,3 +105,5 @@ class AsyncStore(StoreInfo, Protocol):
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None: ...
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None: ...
+
+    async def apurge(self) -> None: ...

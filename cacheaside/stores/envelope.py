@@ -1,4 +1,4 @@
-"""The bytes of one entry in a shared store: a fixed binary header, then the serialized value.
+"""The bytes of one entry in a shared store: a fixed binary header, the entry's tags, then the value.
 
 Layout (little-endian)::
 
@@ -9,13 +9,16 @@ Layout (little-endian)::
     14  ttl         double   seconds the value is fresh
     22  grace       double   seconds past ttl it is kept for stale serving
     30  delta       double   seconds its computation took
-    38  value       the serializer's bytes
+    38  tags size   uint16   bytes of the tags that follow
+    40  tags        the entry's tags, escaped (``keys.escape``) and joined by ","
+    40+n value      the serializer's bytes
 
-The header is fixed so that the store's Lua scripts can judge freshness
-(``struct.unpack('<dd', v, 7)``) without decoding the value, and the key check
-catches a reply meant for another key (a connection that got out of step) so it
-is never served. Anything that does not parse is ``CORRUPT``: a miss, never an
-exception.
+The header is fixed so that the store's Lua scripts can read it without decoding the
+value: the grace (``struct.unpack('<d', v, 23)``) to judge freshness on the server's
+clock, and the tags, so that an eviction by tag spares an entry stored again without
+that tag. The key check catches a reply meant for another key (a connection that got out
+of step) so it is never served. Anything that does not parse is ``CORRUPT``: a miss,
+never an exception.
 """
 
 from __future__ import annotations
@@ -23,17 +26,18 @@ from __future__ import annotations
 import struct
 import zlib
 
+from .._encoding import escape
 from .._types import CORRUPT, Entry
+from ..exceptions import SerializationError
 from ..serializers import Serializer
 
-__all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "decode", "encode", "tag_text"]
 
 MAGIC = 0xCA
 #: Bump when the layout changes: entries of another version read as misses.
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BBIdddd")
-HEADER_SIZE = _HEADER.size  # 38
-
+FORMAT_VERSION = 2
+_HEADER = struct.Struct("<BBIddddH")
+HEADER_SIZE = _HEADER.size  # 40
 
 _unpack_header = _HEADER.unpack_from
 _crc32 = zlib.crc32
@@ -43,24 +47,32 @@ def key_check(key: str) -> int:
     return _crc32(key.encode())
 
 
+def tag_text(tags: tuple[str, ...]) -> bytes:
+    """The tags as stored in an entry (and in a lease, for fills in progress)."""
+    return ",".join(escape(t) for t in tags).encode()
+
+
 def encode(key: str, entry: Entry, serializer: Serializer) -> bytes:
     """The stored bytes for ``entry`` under ``key``; raises ``SerializationError``."""
+    tags = tag_text(entry.tags)
+    if len(tags) > 0xFFFF:
+        raise SerializationError(f"the entry's tags take {len(tags)} bytes, over the limit of 65535")
     header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, key_check(key), entry.stored_at, entry.ttl, entry.grace, entry.delta
+        MAGIC, FORMAT_VERSION, key_check(key), entry.stored_at, entry.ttl, entry.grace, entry.delta, len(tags)
     )
-    return header + serializer.dumps(entry.value)
+    return header + tags + serializer.dumps(entry.value)
 
 
 def decode(key: str, data: bytes, serializer: Serializer) -> Entry:
     """The entry in ``data`` read under ``key``, or ``CORRUPT``. On every hit: kept flat."""
     try:
-        magic, version, check, stored_at, ttl, grace, delta = _unpack_header(data)
+        magic, version, check, stored_at, ttl, grace, delta, size = _unpack_header(data)
     except struct.error:  # shorter than a header
         return CORRUPT
     if magic != MAGIC or version != FORMAT_VERSION or check != _crc32(key.encode()):
         return CORRUPT
     try:
-        value = serializer.loads(data[HEADER_SIZE:])
+        value = serializer.loads(data[HEADER_SIZE + size:])
     except Exception:  # SerializationError, or whatever a custom serializer raises on bad bytes
         return CORRUPT
     return Entry(value, stored_at, ttl, grace, delta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -11,7 +12,7 @@ from dataclasses import replace
 from cachetools import TLRUCache
 
 from .._settings import settings
-from .._types import Entry, Lease, check_prefix
+from .._types import Entry, Lease, check_prefix, to_seconds
 from ..guard import Guard
 from ..serializers import Serializer
 
@@ -25,18 +26,21 @@ def _expiry(_key: str, entry: Entry, _now: float) -> float:
 class MemoryStore:
     """In-process, thread-safe store with per-entry TTL and LRU eviction beyond ``maxsize``.
 
-    Holds references to cached values (like ``functools.lru_cache``): a hit
-    returns the very object that was cached. Given a ``serializer``, it stores
-    bytes instead and every hit is an independent copy.
+    Holds references to cached values (like ``functools.lru_cache``): a hit returns the
+    very object that was cached. Given a ``serializer``, it stores bytes instead and every
+    hit is an independent copy.
 
-    Leases are per-key tokens: an eviction revokes the key's token, so a value
-    computed before the eviction is refused when it is set.
+    Leases are per-key tokens, held only while a computation runs: an eviction revokes the
+    key's token, so a value computed before the eviction is refused when it is set.
 
     Args:
-        maxsize: the most entries kept; the least recently used go first.
+        maxsize: the most entries kept (the least recently used go first); 0 stores
+            nothing, None is unbounded, as with ``functools.lru_cache``.
         serializer: store values as bytes through it (e.g. ``MsgpackSerializer()``).
         prefix: first part of every key; ``None`` takes the configured prefix.
         clock: wall-clock seconds; inject a fake one in tests.
+        lease_timeout: seconds a miss waits for another thread's or task's computation
+            of the same key before computing it itself.
     """
 
     serves_sync = True
@@ -47,24 +51,29 @@ class MemoryStore:
 
     def __init__(
         self,
-        maxsize: int = 100_000,
+        maxsize: int | None = 100_000,
         *,
         serializer: Serializer | None = None,
         prefix: str | None = None,
         clock: Callable[[], float] = time.time,
+        lease_timeout: float = 5.0,
     ) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise ValueError(f"MemoryStore: maxsize must be a positive int, got {maxsize!r}")
-        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, type(self).__name__)
+        if maxsize is not None and (isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0):
+            raise ValueError(
+                f"MemoryStore: maxsize must be an int >= 0 (0 stores nothing) or None (unbounded), got {maxsize!r}"
+            )
+        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, "MemoryStore")
         self.clock = clock
         self.serializer = serializer
         self.maxsize = maxsize
+        self.lease_timeout = to_seconds(lease_timeout, owner="MemoryStore", param="lease_timeout")
         self._lock = threading.Lock()
-        self._data: TLRUCache[str, Entry] = TLRUCache(maxsize, ttu=_expiry, timer=clock)
+        bound = sys.maxsize if maxsize is None else max(maxsize, 1)
+        self._data: TLRUCache[str, Entry] = TLRUCache(bound, ttu=_expiry, timer=clock)
         # key -> (token, tags of the value being computed); tag evictions revoke these too.
         self._leases: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._tokens = itertools.count(1)
-        # tag -> keys stored with it; rebuilt from the live entries when it outgrows them.
+        # tag -> keys stored (or being filled) with it; rebuilt from the live ones when it outgrows them.
         self._tags: dict[str, set[str]] = {}
         self._memberships = 0
 
@@ -75,9 +84,13 @@ class MemoryStore:
         return True  # an empty store is still a store (``store or default`` must not call __len__)
 
     def __len__(self) -> int:
+        """The number of entries held (expired ones are dropped first)."""
         with self._lock:
             self._data.expire()
             return len(self._data)
+
+    def _copy(self, entry: Entry) -> Entry:
+        return entry if self.serializer is None else replace(entry, value=self.serializer.loads(entry.value))
 
     # -- Store -------------------------------------------------------------------
 
@@ -87,26 +100,25 @@ class MemoryStore:
                 entry = self._data[key]
             except KeyError:
                 return None
-        if self.serializer is not None:
-            entry = replace(entry, value=self.serializer.loads(entry.value))
-        return entry
+        return entry if self.serializer is None else self._copy(entry)
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
         with self._lock:
-            entry = self._data.get(key)
-            held = self._leases.get(key)
-            if held is None:
-                token = next(self._tokens)
-                self._leases[key] = (token, tuple(tags))
-                # Index the lease under its tags now: a tag eviction during the
-                # computation must revoke it, though no entry carries the tag yet.
-                self._index(key, tags)
-            else:
-                token = held[0]
-        if not refresh and entry is not None and self.clock() < entry.stored_at + entry.ttl:
-            if self.serializer is not None:
-                entry = replace(entry, value=self.serializer.loads(entry.value))
-            return Lease(token, True, entry)
+            found = None if refresh else self._data.get(key)
+            if found is not None and not found.fresh(self.clock()):
+                found = None
+            if found is None:  # a fresh entry found meanwhile takes no lease
+                held = self._leases.get(key)
+                if held is None:
+                    token = next(self._tokens)
+                    self._leases[key] = (token, tuple(tags))
+                    # Index the lease under its tags now: a tag eviction during the
+                    # computation must revoke it, though no entry carries the tag yet.
+                    self._index(key, tags)
+                else:
+                    token = held[0]
+        if found is not None:
+            return Lease(None, True, self._copy(found))
         return Lease(token)
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -117,7 +129,13 @@ class MemoryStore:
             if held is None or held[0] != lease.token:
                 return False  # revoked by an eviction while the value was computed
             del self._leases[key]
+            if self.maxsize == 0:
+                return True  # stores nothing
+            old = self._data.get(key)
             self._data[key] = entry
+            if old is not None:
+                for tag in set(old.tags).difference(entry.tags):
+                    self._tags.get(tag, set()).discard(key)
             self._index(key, entry.tags)
         return True
 
@@ -142,12 +160,21 @@ class MemoryStore:
             doomed = set(keys)
             for tag in tags:
                 members = self._tags.pop(tag, None)
-                if members:
-                    doomed |= members
-                    self._memberships -= len(members)
+                if not members:
+                    continue
+                self._memberships -= len(members)
+                for key in members:
+                    # Only what carries the tag now: an entry stored again without it stays.
+                    entry = self._data.get(key)
+                    held = self._leases.get(key)
+                    if (entry is not None and tag in entry.tags) or (held is not None and tag in held[1]):
+                        doomed.add(key)
             for key in doomed:
                 self._data.pop(key, None)
                 self._leases.pop(key, None)  # revoke: a fill that started before this is refused
+
+    def purge(self) -> None:
+        self.clear()
 
     def clear(self) -> None:
         """Drop every entry and revoke every lease."""
@@ -174,8 +201,10 @@ class MemoryStore:
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
 
-    async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
-        return self.acquire(key, tags, refresh)
+    async def aacquire(
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+    ) -> Lease:
+        return self.acquire(key, tags, refresh, take_over)
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
         return self.set(key, entry, lease)
@@ -188,3 +217,6 @@ class MemoryStore:
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
         self.delete(keys, tags)
+
+    async def apurge(self) -> None:
+        self.clear()

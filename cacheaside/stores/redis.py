@@ -1,24 +1,24 @@
 """``RedisStore``: entries in Redis, shared by every process that uses the same server.
 
-A hit is one ``GET`` of the entry's envelope (``stores.envelope``). Misses,
-fills and evictions are Lua scripts (``stores.redis_scripts``), each one round
-trip (a fill's tags are recorded by one script per tag in the same pipeline):
-leases give stale-set protection and single-flight across processes, and a
-waiting process is handed the value through a list of its own (``BLPOP``)
-instead of polling.
+A hit is one ``GET`` of the entry's envelope (``stores.envelope``). Misses, fills and
+evictions are Lua scripts (``stores.redis_scripts``), each one round trip (a fill's tags
+are recorded by one script per tag in the same pipeline): leases give stale-set protection
+and single-flight across processes, and a waiting process is handed the value through a
+list of its own (``BLPOP``) instead of polling.
 
-The store's sync methods serve a ``redis.Redis`` client and its ``a``-methods a
-``redis.asyncio.Redis`` one. Both build the same commands and read the replies
-with the same helpers; only the call (blocking or awaited) differs.
+Everything goes through redis-py's public API: the client's command methods, ``Script``
+objects (``EVALSHA``, reloading a script the server lost) and pipelines, so redis-py's own
+connection handling, health checks, re-authentication, instrumentation and metrics apply
+to the store's commands as to any other. The sync methods serve a ``redis.Redis`` client
+and the ``a``-methods a ``redis.asyncio.Redis`` one; both build the same commands and read
+the replies with the same helpers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import time
-import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -27,16 +27,17 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 
 from .._settings import settings
-from .._types import CORRUPT, Entry, Lease, check_prefix
-from ..exceptions import CacheWarning
+from .._types import CORRUPT, Entry, Lease, check_prefix, to_seconds
+from ..exceptions import warn
 from ..guard import Guard
 from ..resilience import CircuitBreaker, Retry
 from ..serializers import MsgpackSerializer, Serializer
 from . import redis_scripts as lua
-from .envelope import decode, encode
-from .redis_wire import AsyncWire, Wire, client_retries
+from ._redis_commands import Commands
+from ._redis_faults import diagnose, is_async_client, is_fault, is_transient, stall_risks
+from .envelope import decode
 
-__all__ = ["RedisStore"]
+__all__ = ["CLIENT_DEFAULTS", "RedisStore"]
 
 _DEFAULT: Any = object()
 
@@ -55,66 +56,8 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "health_check_interval": 30,
 }
 
-_SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
-_ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
 
-
-def _is_async_client(client: object) -> bool:
-    if isinstance(client, _ASYNC_CLIENTS):
-        return True
-    if isinstance(client, _SYNC_CLIENTS):
-        return False
-    raise TypeError(
-        f"RedisStore: client must be a redis.Redis or redis.asyncio.Redis (or a cluster client), "
-        f"got {type(client).__name__}; or use RedisStore.from_url(url)."
-    )
-
-
-#: Replies that mean the server cannot do its job now (not that the request was wrong).
-_FAULT_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "MISCONF", "CLUSTERDOWN", "TRYAGAIN")
-
-
-def is_fault(exc: BaseException) -> bool:
-    """A store fault, which counts against the breaker: unreachable, too slow, or unable to serve."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError)):
-        return True
-    if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _FAULT_REPLIES
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A fault worth one more quick try: the connection failed (a timeout already spent the budget)."""
-    return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
-
-
-def _stall_risks(client: Any) -> list[str]:
-    """Client settings under which an outage would hold callers for seconds."""
-    risks = []
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
-    if kwargs is not None and kwargs.get("socket_timeout") is None:
-        risks.append("no socket_timeout (a hung server holds a call forever)")
-    retries = client_retries(client)
-    if retries:
-        risks.append(f"redis-py's own retries on ({retries}, each up to the socket timeout)")
-    return risks
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def _token(lease: Lease) -> tuple[bytes, bytes]:
-    """A Redis lease's token: (epoch, holder)."""
-    token: tuple[bytes, bytes] = lease.token  # type: ignore[assignment]
-    return token
-
-
-def _is_wrongtype(exc: redis.ResponseError) -> bool:
-    return str(exc).startswith("WRONGTYPE")
-
-
-class RedisStore:
+class RedisStore(Commands):
     """A store in Redis for many processes: one ``GET`` per hit, leases and evictions in Lua.
 
     Args:
@@ -128,6 +71,8 @@ class RedisStore:
         lease_timeout: seconds a process that misses waits for another process's
             computation of the same key before computing it itself.
         clock: wall-clock seconds used to stamp and judge entries.
+
+    Needs Redis 6.2 or newer, and a user allowed to run scripts (see README).
     """
 
     nonblocking = False
@@ -143,31 +88,30 @@ class RedisStore:
         lease_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        is_async = _is_async_client(client)
+        is_async = is_async_client(client)
         encoder = getattr(client, "get_encoder", None)
         if encoder is not None and encoder().decode_responses:
             raise ValueError(
                 "RedisStore: the client decodes responses to str, but entries are bytes; "
                 "create it with decode_responses=False (the default)."
             )
-        if isinstance(lease_timeout, bool) or not isinstance(lease_timeout, (int, float)) or not lease_timeout > 0:
-            raise ValueError(f"RedisStore: lease_timeout must be a positive number of seconds, got {lease_timeout!r}")
         self.client: Any = client
         self.serves_sync = not is_async
         self.serves_async = is_async
-        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, type(self).__name__)
+        self.prefix = settings.prefix if prefix is None else check_prefix(prefix, "RedisStore")
         self.serializer: Serializer = MsgpackSerializer() if serializer is None else serializer
         self.breaker = CircuitBreaker() if breaker is _DEFAULT else breaker
         self.retry = Retry() if retry is _DEFAULT else retry
-        self.lease_timeout = float(lease_timeout)
+        self.lease_timeout = to_seconds(lease_timeout, owner="RedisStore", param="lease_timeout")
         self.clock = clock
         self._lease_ms = max(1, int(self.lease_timeout * 1000))
         self._record_ms = max(_MIN_RECORD_MS, 10 * self._lease_ms)
-        self._acquire = self.client.register_script(lua.acquire_script(self._lease_ms, self._record_ms))
-        self._set = self.client.register_script(lua.SET)
-        self._release = self.client.register_script(lua.RELEASE)
-        self._delete = self.client.register_script(lua.DELETE)
-        self._tag = self.client.register_script(lua.TAG)
+        register = self.client.register_script
+        self._acquire = register(lua.acquire_script(self._lease_ms, self._record_ms))
+        self._set = register(lua.SET)
+        self._release = register(lua.RELEASE)
+        self._delete = register(lua.DELETE)
+        self._tag = register(lua.TAG)
         timeout = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
         self.guard = Guard(
@@ -176,20 +120,20 @@ class RedisStore:
             retry=self.retry,
             is_fault=is_fault,
             is_transient=is_transient,
+            diagnose=diagnose,
             budget=timeout or 0.25,
         )
-        risks = _stall_risks(client)
+        risks = stall_risks(client)
         if risks:
-            warnings.warn(
+            warn(
                 f"RedisStore: the client has {' and '.join(risks)}; while Redis is down or hung, every cached "
                 "call would stall. Create it with socket_timeout=0.25, socket_connect_timeout=0.25 and "
-                "retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), as RedisStore.from_url(url) does.",
-                CacheWarning,
-                stacklevel=2,
+                "retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), as RedisStore.from_url(url) does."
             )
-        self._wire: Any = AsyncWire(client) if is_async else Wire(client)
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
+        #: The store made the client (``from_url``), so ``close()`` closes it too.
+        self.owns_client = False
 
     @classmethod
     def from_url(
@@ -210,6 +154,7 @@ class RedisStore:
         ``kwargs`` go to the client and override ``CLIENT_DEFAULTS`` (0.25 s socket
         timeouts, keepalive, health checks). redis-py's own retries are off: the
         store's ``retry`` policy retries within the call's budget instead.
+        ``close()`` / ``aclose()`` close the client with the store.
         """
         options = dict(CLIENT_DEFAULTS)
         if asyncio:
@@ -222,9 +167,8 @@ class RedisStore:
             options["retry"] = ClientRetry(NoBackoff(), 0)
         options.update(kwargs)
         factory: Any = redis.asyncio.Redis if asyncio else redis.Redis
-        client = factory.from_url(url, **options)
-        return cls(
-            client,
+        store = cls(
+            factory.from_url(url, **options),
             prefix=prefix,
             serializer=serializer,
             breaker=breaker,
@@ -232,100 +176,32 @@ class RedisStore:
             lease_timeout=lease_timeout,
             clock=clock,
         )
+        store.owns_client = True
+        return store
 
     def __repr__(self) -> str:  # no URL: it can hold a password
         kind = "asyncio" if self.serves_async else "sync"
         return f"RedisStore({kind}, prefix={self.prefix!r})"
 
-    # -- commands and replies, shared by the sync and async methods ---------------
+    def close(self) -> None:
+        """Stop the background replay of owed evictions, and close the client if the store made it."""
+        self.guard.close()
+        if self.owns_client and self.serves_sync:
+            self.client.close()
 
-    def _process(self) -> str:
-        """This store in this process: the prefix of its holder ids (the pid keeps forked children apart)."""
-        return f"{self._id}.{os.getpid()}."
-
-    def _holder(self) -> str:
-        return f"{self._process()}{next(self._serial)}"
-
-    def _send(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str], px: int) -> Any:
-        """Send ``script`` (a reply, or its awaitable): ``EVALSHA`` alone or, with ``tags`` (a fill's),
-        a pipeline of it and one ``TAG`` per tag, whose reply is a list. One round trip either way.
-
-        Each command touches one slot, so the same calls run on Redis Cluster. The tags are
-        recorded after the script and kept ``px`` ms from now. After an acquire, not before: a
-        tag eviction that runs in between has no lease to revoke, and it came before the
-        computation, which starts only once the whole pipeline has replied.
-        """
-        if not tags:
-            return self._wire.evalsha(script.sha, keys, args)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-        for tag in tags:
-            pipe.evalsha(self._tag.sha, 1, lua.tag_key(self.prefix, tag), keys[0], px)
-        return pipe.execute()
-
-    def _sources(self, script: Any, tags: Collection[str]) -> tuple[str, ...]:
-        """What to load when the server lost its scripts (a restart, ``SCRIPT FLUSH``)."""
-        return (script.script, self._tag.script) if tags else (script.script,)
-
-    def _acquire_args(self, key: str, tags: Collection[str], holder: str, force: bool) -> dict[str, Any]:
-        # force: take (or share) the lease even when a fresh entry is there (refreshes, unreadable bytes)
-        args = [repr(self.clock()), holder, "1"] if force else [repr(self.clock()), holder]
-        return {"script": self._acquire, "keys": [key], "args": args, "tags": tags, "px": self._record_ms}
-
-    def _lease(self, key: str, holder: str, reply: Sequence[Any]) -> Lease | None:
-        """The lease in an acquire reply; None when it held a value that does not decode.
-
-        A holder of this store in this process makes the caller an owner too: it shares
-        that computation's in-process flight instead of waiting on Redis.
-        """
-        if len(reply) == 1:
-            entry = decode(key, reply[0], self.serializer)
-            if entry is CORRUPT:
-                return None
-            return Lease(None, True, entry)
-        epoch, held_by = reply[1], reply[2]
-        if len(reply) == 3 or held_by.startswith(self._process().encode()):
-            return Lease((epoch, held_by), True)
-        return Lease((epoch, held_by), False, wait=(holder, time.monotonic() + reply[3] / 1000))
-
-    def _set_args(self, key: str, entry: Entry, lease: Lease) -> dict[str, Any]:
-        payload = encode(key, entry, self.serializer)  # SerializationError before any I/O
-        epoch, holder = _token(lease)
-        px = max(1, int(entry.retain * 1000))
-        return {"script": self._set, "keys": [key], "args": [epoch, holder, payload, px], "tags": entry.tags, "px": px}
-
-    def _release_args(self, key: str, lease: Lease) -> dict[str, Any]:
-        return {"script": self._release, "keys": [key], "args": [_token(lease)[1]]}
-
-    def _delete_args(self, keys: Collection[str], tags: Collection[str]) -> dict[str, Any]:
-        names = list(dict.fromkeys(keys))
-        count = len(names)
-        names.extend(lua.tag_key(self.prefix, t) for t in dict.fromkeys(tags))
-        return {"script": self._delete, "keys": names, "args": [count]}
-
-    def _entry(self, key: str, data: bytes | None) -> Entry | None:
-        return None if data is None else decode(key, data, self.serializer)
-
-    def _woken(self, key: str, reply: Any) -> Entry | None:
-        """The entry a holder handed over through a wake list; None when it let go (``0``)."""
-        if reply is None or reply[1] == b"0":
-            return None
-        entry = self._entry(key, reply[1])
-        if entry is not None and entry is not CORRUPT and entry.fresh(self.clock()):
-            return entry
-        return None
-
-    def _wait_plan(self, key: str, lease: Lease, timeout: float) -> tuple[str, float]:
-        waiter, until = lease.wait
-        return lua.wake_key(key, waiter), min(time.monotonic() + timeout, until)
+    async def aclose(self) -> None:
+        """``close`` for a store on an asyncio client."""
+        self.guard.close()
+        if self.owns_client:
+            await self.client.aclose()
 
     # -- Store (sync client) --------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
         try:
-            data = self._wire.get(key)
+            data = self.client.get(key)
         except redis.ResponseError as exc:
-            if _is_wrongtype(exc):
+            if str(exc).startswith("WRONGTYPE"):
                 return CORRUPT  # something else lives under the key: a miss, overwritten by the fill
             raise
         return None if data is None else decode(key, data, self.serializer)
@@ -342,11 +218,12 @@ class RedisStore:
             reply = self._send(script, keys, args, tags, px)
         return reply[0] if tags else reply
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
-        holder = self._holder()
-        lease = self._lease(key, holder, self._run(**self._acquire_args(key, tags, holder, refresh)))
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
+        call = self._acquire_args(key, tags, self._mode(refresh, take_over))
+        lease = self._lease(key, self._run(**call), call["args"][0])
         if lease is None:  # the script saw a fresh header on bytes that do not decode
-            lease = self._lease(key, holder, self._run(**self._acquire_args(key, tags, holder, True)))
+            call = self._acquire_args(key, tags, "r")
+            lease = self._lease(key, self._run(**call), call["args"][0])
         assert lease is not None
         return lease
 
@@ -359,7 +236,7 @@ class RedisStore:
     def watch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
         while (remaining := until - time.monotonic()) > 0:
-            reply = self._wire.blpop(wake, max(0.001, min(remaining, self._block)))
+            reply = self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
             if reply is not None:
                 return self._woken(key, reply)
         return None
@@ -380,17 +257,13 @@ class RedisStore:
             if batch:
                 self.client.unlink(*batch)
 
-    def _purge_patterns(self) -> list[str]:
-        prefix = _glob_escape(self.prefix)
-        return [f"{prefix}:*", "{" + f"{prefix}:*"]
-
     # -- AsyncStore (asyncio client) ---------------------------------------------------
 
     async def aget(self, key: str) -> Entry | None:
         try:
-            data = await self._wire.get(key)
+            data = await self.client.get(key)
         except redis.ResponseError as exc:
-            if _is_wrongtype(exc):
+            if str(exc).startswith("WRONGTYPE"):
                 return CORRUPT
             raise
         return None if data is None else decode(key, data, self.serializer)
@@ -406,11 +279,14 @@ class RedisStore:
             reply = await self._send(script, keys, args, tags, px)
         return reply[0] if tags else reply
 
-    async def aacquire(self, key: str, tags: Collection[str] = (), refresh: bool = False) -> Lease:
-        holder = self._holder()
-        lease = self._lease(key, holder, await self._arun(**self._acquire_args(key, tags, holder, refresh)))
+    async def aacquire(
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+    ) -> Lease:
+        call = self._acquire_args(key, tags, self._mode(refresh, take_over))
+        lease = self._lease(key, await self._arun(**call), call["args"][0])
         if lease is None:
-            lease = self._lease(key, holder, await self._arun(**self._acquire_args(key, tags, holder, True)))
+            call = self._acquire_args(key, tags, "r")
+            lease = self._lease(key, await self._arun(**call), call["args"][0])
         assert lease is not None
         return lease
 
@@ -423,10 +299,14 @@ class RedisStore:
     async def awatch(self, key: str, lease: Lease, timeout: float) -> Entry | None:
         wake, until = self._wait_plan(key, lease, timeout)
         while (remaining := until - time.monotonic()) > 0:
-            reply = await self._wire.blpop(wake, max(0.001, min(remaining, self._block)))
+            reply = await self.client.blpop([wake], timeout=max(0.001, min(remaining, self._block)))
             if reply is not None:
                 return self._woken(key, reply)
         return None
+
+    async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
+        if keys or tags:
+            await self._arun(**self._delete_args(keys, tags))
 
     async def apurge(self) -> None:
         for pattern in self._purge_patterns():
@@ -438,7 +318,3 @@ class RedisStore:
                     batch = []
             if batch:
                 await self.client.unlink(*batch)
-
-    async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
-        if keys or tags:
-            await self._arun(**self._delete_args(keys, tags))

@@ -1,46 +1,49 @@
 """Redis key layout and the Lua scripts behind ``RedisStore``'s leases and evictions.
 
-Keys, for an entry key ``K`` (exactly what ``f.key(...)`` returns) and its slot
-base ``B`` (``K`` when it has a hash tag, else ``"{" + K + "}"``, so every key
-below shares ``K``'s hash slot):
+Keys, for an entry key ``K`` (exactly what ``f.key(...)`` returns, ``<prefix>:...``) and
+its bookkeeping base ``B = <prefix>|K`` when ``K`` has a hash tag, else ``<prefix>|{K}``,
+so that every key below shares ``K``'s hash slot:
 
 - ``K``: the entry (``envelope`` bytes) with a PX expiry of ttl + grace.
-- ``B:lease``: a hash ``{e: epoch, h: holder, t: holder deadline in server ms}``.
+- ``B:lease``: a hash ``{e: epoch, h: holder, t: holder deadline in server ms, g: tags}``.
 - ``B:waiters``: the ids of processes waiting for the holder's value.
 - ``B:wake:<id>``: a list through which one waiter receives the value the key was
   filled with (the entry's bytes), or ``0`` when the lease was let go or revoked.
   Each wait has its own id, so nothing meant for an earlier wait reaches a later one.
-- ``tag_key(prefix, tag)``: a sorted set of the entry keys stored (or being
-  filled) with ``tag``, each scored by the server time (ms) after which neither
-  its entry nor its lease can still exist; members past that are dropped when the
+- ``tag_key(prefix, tag)`` = ``<prefix>|tag:<escaped tag>``: a sorted set of the entry keys
+  stored (or being filled) with the tag, each scored by the server time (ms) after which
+  neither its entry nor its lease can still exist; members past that are dropped when the
   set is next added to, and the set expires with its longest-lived member.
 
-The epoch is what makes stale sets impossible: it is created by the first miss
-after an eviction, every lease taken until the next eviction carries it, and an
-eviction deletes the hash. A value is stored only if the hash still holds the
-epoch its computation started under, so a slow computation is stored when no
-eviction happened meanwhile (even after its lease ran out and a waiter took
-over), and never after one. The holder and its deadline only decide who
-computes and how long others wait. A set clears its own holder but keeps the
-epoch, so that another computation under the same epoch can still store; the
-hash expires ``record ms`` after the last miss that took a lease on the key.
+Every user key is ``<prefix>:`` followed by anything; every bookkeeping key is
+``<prefix>|`` followed by something: no template, key callable or tag can produce one.
 
-Every script but the delete is given one key and touches only keys in its slot:
-``ACQUIRE``, ``SET`` and ``RELEASE`` an entry key and the keys derived from it
-(its lease, waiters and wake lists, under its ``{...}`` hash tag), ``TAG`` one tag
-set. A fill records its tags with one ``TAG`` per tag, sent in the same pipeline
-(one round trip) right after its ``ACQUIRE`` or ``SET``, so that the same calls run
-on Redis Cluster. The delete script is given entry keys and tag sets and also
-touches the members of tag sets, which it reads at run time: one round trip on a
-single server; on a cluster an eviction by tag reads the members first and then
-deletes per slot (see docs/design.md).
+The epoch is what makes stale sets impossible: it is created by the first miss after an
+eviction, every lease taken until the next eviction carries it, and an eviction deletes
+the hash. A value is stored only if the hash still holds the epoch its computation
+started under, so a slow computation is stored when no eviction happened meanwhile (even
+after its lease ran out and a waiter took over), and never after one. The holder and its
+deadline only decide who computes and how long others wait.
+
+Freshness on the server: an entry is fresh while its remaining PTTL is over its grace
+(the stale window in its header), the rule ``Entry.late`` states in Python, on the
+server's clock measured from when the server stored it.
+
+``ACQUIRE``, ``SET`` and ``RELEASE`` are given an entry key and its lease key and touch
+only keys in their slot; ``TAG`` one tag set. A fill records its tags with one ``TAG`` per
+tag, in the same pipeline (one round trip) right after its ``ACQUIRE`` or ``SET``. The
+delete script is given entry keys and tag sets, and also touches the members of the tag
+sets, which it reads at run time. Each script repairs what is not of the type it expects
+under its keys (a junk value at a lease key never disables caching of that key).
 """
 
 from __future__ import annotations
 
+from .._encoding import escape
 from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
 
-__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "tag_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "book", "lease_key",
+           "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
@@ -50,46 +53,58 @@ WAKE_MS = 2000
 TAG_MARGIN_MS = 1000
 
 
-def _slot_base(key: str) -> str:
+def _has_tag(key: str) -> bool:
     start = key.find("{")
-    if start >= 0:
-        end = key.find("}", start + 1)
-        if end > start + 1:
-            return key
-    return "{" + key + "}"
+    return start >= 0 and key.find("}", start + 1) > start + 1
 
 
-def wake_key(key: str, waiter: str) -> str:
+def book(prefix: str, key: str) -> str:
+    """The base of the bookkeeping keys of entry ``key``: in its hash slot, outside every user key."""
+    return f"{prefix}|{key}" if _has_tag(key) else f"{prefix}|{{{key}}}"
+
+
+def lease_key(prefix: str, key: str) -> str:
+    return book(prefix, key) + ":lease"
+
+
+def wake_key(prefix: str, key: str, waiter: str) -> str:
     """The list through which one waiter (``waiter`` is its id) receives the value of ``key``."""
-    return f"{_slot_base(key)}:wake:{waiter}"
+    return f"{book(prefix, key)}:wake:{waiter}"
 
 
 def tag_key(prefix: str, tag: str) -> str:
-    return f"{prefix}:tag:{tag}"
+    return f"{prefix}|tag:{escape(tag)}"
 
 
 _COMMON_LUA = f"""
-local function slot_base(k)
-  local s = string.find(k, '{{', 1, true)
-  if s then
-    local e = string.find(k, '}}', s + 1, true)
-    if e and e > s + 1 then return k end
-  end
-  return '{{' .. k .. '}}'
-end
-
 -- The server's clock in ms: every expiry these scripts judge is on it.
 local function server_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Hand msg to every process waiting on a key (given its waiters set), once.
-local function wake(waiters, msg)
-  local base = string.sub(waiters, 1, -9)  -- strip ':waiters'
-  for _, id in ipairs(redis.call('SMEMBERS', waiters)) do
+-- A lease hash's fields, repairing what is not a hash under its name.
+local function lease_of(lease, ...)
+  local rec = redis.pcall('HMGET', lease, ...)
+  if type(rec) == 'table' and rec.err then
+    redis.call('DEL', lease)
+    return {{}}
+  end
+  return rec
+end
+
+-- Hand msg to every process waiting on a key (given its lease key), once.
+local function wake(lease, msg)
+  local base = string.sub(lease, 1, -7)  -- strip ':lease'
+  local waiters = base .. ':waiters'
+  local ids = redis.pcall('SMEMBERS', waiters)
+  if type(ids) == 'table' and ids.err then ids = {{}} end
+  for _, id in ipairs(ids) do
     local list = base .. ':wake:' .. id
-    redis.call('RPUSH', list, msg)
+    if type(redis.pcall('RPUSH', list, msg)) == 'table' then
+      redis.call('DEL', list)
+      redis.call('RPUSH', list, msg)
+    end
     redis.call('PEXPIRE', list, {WAKE_MS})
   end
   redis.call('DEL', waiters)
@@ -97,87 +112,123 @@ end
 
 """
 
-# The scripts are given entry keys (and the delete, tag sets) only: the lease hash, waiters set
-# and wake lists are derived from an entry key here, and share its hash slot. Fewer arguments
-# matter: packing them is most of a client's cost per command.
-
-#: KEYS: entry; ARGV: now (client seconds), candidate holder (also this wait's id),
-#: and "1" to take the lease even over a fresh entry. LEASE_MS and RECORD_MS are the store's.
-#: Returns {entry} when a fresh entry is there (and not forced); {nil, epoch, holder} when this
-#: call took the lease; {nil, epoch, holder, ms left} when another holds it. A holder of another
-#: process registers the caller as a waiter, to be woken through its wake list.
+#: KEYS: entry, its lease; ARGV: candidate holder (also this wait's id), tags (as in the
+#: envelope), mode: "" (a miss), "r" (a refresh: take the lease even over a fresh entry) or
+#: "t" (take over from another process's holder after waiting lease_timeout for it).
+#: LEASE_MS and RECORD_MS are the store's. Returns {entry} when a fresh entry is there (no
+#: lease is taken); {false, epoch, holder} when this call took the lease; {false, epoch,
+#: holder, ms left} when another holds it. A holder of another process registers the caller
+#: as a waiter, to be woken through its wake list.
 ACQUIRE = (
     _COMMON_LUA
-    + f"""
-local key = KEYS[1]
-local v = redis.pcall('GET', key)
-if type(v) == 'string' and ARGV[3] == nil and #v >= {HEADER_SIZE}
-    and string.byte(v, 1) == {MAGIC} and string.byte(v, 2) == {FORMAT_VERSION} then
-  local stored_at, ttl = struct.unpack('<dd', v, 7)
-  if stored_at + ttl > tonumber(ARGV[1]) then return {{v}} end
-end
-local base = slot_base(key)
-local lease = base .. ':lease'
-local now = server_ms()
-local rec = redis.call('HMGET', lease, 'e', 'h', 't')
-local epoch = rec[1] or ARGV[2]
-if rec[2] and tonumber(rec[3]) > now then
-  local process = string.match(ARGV[2], '^(.*%.)')
-  if string.sub(rec[2], 1, #process) ~= process then
-    redis.call('SADD', base .. ':waiters', ARGV[2])
-    redis.call('PEXPIRE', base .. ':waiters', RECORD_MS)
+    + """
+local key, lease = KEYS[1], KEYS[2]
+local mode = ARGV[3]
+if mode ~= 'r' then
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' and #v >= HEADER_SIZE and string.byte(v, 1) == MAGIC
+      and string.byte(v, 2) == FORMAT_VERSION then
+    -- Fresh while more of its expiry is left than its stale window (the grace in its header).
+    local grace = struct.unpack('<d', v, 23)
+    if redis.call('PTTL', key) > grace * 1000 then return {v} end
   end
-  return {{false, epoch, rec[2], tonumber(rec[3]) - now}}
 end
-redis.call('HSET', lease, 'e', epoch, 'h', ARGV[2], 't', now + LEASE_MS)
+local now = server_ms()
+local rec = lease_of(lease, 'e', 'h', 't')
+local epoch = rec[1] or ARGV[1]
+local deadline = tonumber(rec[3])
+if rec[2] and deadline and deadline > now and mode ~= 't' then
+  local process = string.match(ARGV[1], '^(.*%.)')
+  if string.sub(rec[2], 1, #process) ~= process then
+    local waiters = string.sub(lease, 1, -7) .. ':waiters'
+    if type(redis.pcall('SADD', waiters, ARGV[1])) == 'table' then
+      redis.call('DEL', waiters)
+      redis.call('SADD', waiters, ARGV[1])
+    end
+    redis.call('PEXPIRE', waiters, RECORD_MS)
+  end
+  return {false, epoch, rec[2], deadline - now}
+end
+redis.call('HSET', lease, 'e', epoch, 'h', ARGV[1], 't', now + LEASE_MS, 'g', ARGV[2])
 redis.call('PEXPIRE', lease, RECORD_MS)
-return {{false, epoch, ARGV[2]}}
+return {false, epoch, ARGV[1]}
 """
+).replace("HEADER_SIZE", str(HEADER_SIZE)).replace("FORMAT_VERSION", str(FORMAT_VERSION)).replace(
+    "MAGIC", str(MAGIC)
 )
 
-#: KEYS: entry; ARGV: epoch, holder, payload, px. Returns 1 if stored.
+#: KEYS: entry, its lease; ARGV: epoch, holder, payload, px. Returns 1 if stored.
 SET = (
     _COMMON_LUA
     + """
-local key = KEYS[1]
-local base = slot_base(key)
-local rec = redis.call('HMGET', base .. ':lease', 'e', 'h')
+local key, lease = KEYS[1], KEYS[2]
+local rec = lease_of(lease, 'e', 'h')
 if rec[1] ~= ARGV[1] then return 0 end
 redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
-if rec[2] == ARGV[2] then redis.call('HDEL', base .. ':lease', 'h', 't') end
-wake(base .. ':waiters', ARGV[3])
+if rec[2] == ARGV[2] then redis.call('HDEL', lease, 'h', 't', 'g') end
+wake(lease, ARGV[3])
 return 1
 """
 )
 
-#: KEYS: entry; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
+#: KEYS: entry, its lease; ARGV: holder. Lets the lease go (if still held) and wakes waiters.
 RELEASE = (
     _COMMON_LUA
     + """
-local base = slot_base(KEYS[1])
-if redis.call('HGET', base .. ':lease', 'h') == ARGV[1] then
-  redis.call('HDEL', base .. ':lease', 'h', 't')
-  wake(base .. ':waiters', '0')
+local lease = KEYS[2]
+local rec = lease_of(lease, 'h')
+if rec[1] == ARGV[1] then
+  redis.call('HDEL', lease, 'h', 't', 'g')
+  wake(lease, '0')
 end
 return 0
 """
 )
 
-#: KEYS: n entries, then tag sets; ARGV: n. Deletes the entries, their leases (revoking every
-#: outstanding fill) and the tags' members (and the tag sets), and wakes their waiters.
+#: KEYS: n entries, then tag sets; ARGV: n, prefix, then each tag set's tag (escaped, as in
+#: the envelope). Deletes the entries and their leases (revoking every outstanding fill),
+#: and of each tag set's members those whose entry or lease still carries the tag (and the
+#: tag sets), and wakes their waiters.
 DELETE = (
     _COMMON_LUA
-    + """
-local function drop(k)
-  local base = slot_base(k)
-  redis.call('DEL', k, base .. ':lease')
-  wake(base .. ':waiters', '0')
+    + f"""
+local prefix = ARGV[2]
+local function lease_of_key(k)
+  local s = string.find(k, '{{', 1, true)
+  if s then
+    local e = string.find(k, '}}', s + 1, true)
+    if e and e > s + 1 then return prefix .. '|' .. k .. ':lease' end
+  end
+  return prefix .. '|{{' .. k .. '}}:lease'
+end
+local function drop(k, lease)
+  redis.call('DEL', k, lease)
+  wake(lease, '0')
+end
+-- Whether the entry under k, or the fill in progress on it, carries tag.
+local function carries(k, lease, tag)
+  local needle = ',' .. tag .. ','
+  local head = redis.pcall('GETRANGE', k, 0, {HEADER_SIZE - 1})
+  if type(head) == 'string' and #head == {HEADER_SIZE} and string.byte(head, 1) == {MAGIC}
+      and string.byte(head, 2) == {FORMAT_VERSION} then
+    local size = struct.unpack('<H', head, {HEADER_SIZE - 1})
+    if size > 0 then
+      local tags = redis.call('GETRANGE', k, {HEADER_SIZE}, {HEADER_SIZE - 1} + size)
+      if string.find(',' .. tags .. ',', needle, 1, true) then return true end
+    end
+  end
+  local g = redis.pcall('HGET', lease, 'g')
+  return type(g) == 'string' and string.find(',' .. g .. ',', needle, 1, true) ~= nil
 end
 local n = tonumber(ARGV[1])
-for i = 1, n do drop(KEYS[i]) end
+for i = 1, n do drop(KEYS[i], lease_of_key(KEYS[i])) end
 for i = n + 1, #KEYS do
   if redis.call('TYPE', KEYS[i]).ok == 'zset' then
-    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do drop(m) end
+    local tag = ARGV[i - n + 2]
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+      local lease = lease_of_key(m)
+      if carries(m, lease, tag) then drop(m, lease) end
+    end
   end
   redis.call('DEL', KEYS[i])
 end

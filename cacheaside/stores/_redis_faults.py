@@ -1,0 +1,85 @@
+"""What a Redis error means for the cache: a fault (count it against the breaker), a transient
+one (worth one quick retry), or a misconfiguration (say what is missing); and which client
+settings would let an outage stall callers. All through redis-py's public API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis
+import redis.asyncio
+
+__all__ = ["diagnose", "is_async_client", "is_fault", "is_transient", "stall_risks"]
+
+_SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
+_ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
+
+#: Replies that mean the server cannot do its job now (not that the request was wrong).
+_FAULT_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "MISCONF", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def is_async_client(client: object) -> bool:
+    if isinstance(client, _ASYNC_CLIENTS):
+        return True
+    if isinstance(client, _SYNC_CLIENTS):
+        return False
+    raise TypeError(
+        f"RedisStore: client must be a redis.Redis or redis.asyncio.Redis (or a cluster client), "
+        f"got {type(client).__name__}; or use RedisStore.from_url(url)."
+    )
+
+
+def is_fault(exc: BaseException) -> bool:
+    """A store fault, which counts against the breaker: unreachable, too slow, or unable to serve."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _FAULT_REPLIES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault worth one more quick try: the connection failed (a timeout already spent the budget)."""
+    return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
+
+
+def diagnose(exc: BaseException) -> str | None:
+    """What is wrong with the server's setup when ``exc`` says it refused the store's commands, else None."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (
+            f"the Redis user may not run a command the store needs ({exc}). Grant it the store's commands "
+            "(e.g. ACL SETUSER <user> +@read +@write +@scripting +blpop), see the README."
+        )
+    refused = isinstance(exc, redis.ResponseError) and not str(exc).startswith(("WRONGTYPE", "NOSCRIPT"))
+    if refused and not is_fault(exc):
+        return (
+            f"the Redis server refused a command of the store ({exc}). The store needs Redis 6.2 or newer "
+            "(ZADD GT, float BLPOP timeouts) with scripting (EVALSHA) allowed."
+        )
+    return None
+
+
+def client_retries(client: Any) -> int:
+    """How many times redis-py itself retries a failed command on ``client`` (0 also when it can't tell).
+
+    ``Retry.get_retries()`` is public from redis-py 6; on 5.x the count is not readable
+    through the public API, and the store does not warn about it.
+    """
+    get_retry = getattr(client, "get_retry", None)
+    retry = get_retry() if get_retry is not None else None
+    get_retries = getattr(retry, "get_retries", None)
+    return int(get_retries()) if get_retries is not None else 0
+
+
+def stall_risks(client: Any) -> list[str]:
+    """Client settings under which an outage would hold callers for seconds."""
+    risks = []
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is not None and kwargs.get("socket_timeout") is None:
+        risks.append("no socket_timeout (a hung server holds a call forever)")
+    retries = client_retries(client)
+    if retries:
+        risks.append(f"redis-py's own retries on ({retries}, each up to the socket timeout)")
+    return risks

@@ -1,0 +1,261 @@
+"""``@invalidates`` for writes, and ``invalidate_tags`` / ``ainvalidate_tags`` outside decorators.
+
+A writer runs first, then evicts (also when it raised): its targets' keys from its own
+arguments (the key builder of each target says how, ``KeyBuilder.for_writer``), its tags,
+and its explicit keys, one eviction per store. Working out what to evict never stops the
+write: a key that cannot be built is logged and counted, and the rest is still evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import wrapt
+
+from ._arguments import ArgMap
+from ._binding import BoundCached, Cached
+from ._settings import settings
+from ._site import CallSite, check_store
+from .evictions import aevict, evict, owe
+from .flow import Failure
+from .keys import WriterKey, check_template, class_qualname, render_tag
+from .reads import describe
+
+__all__ = ["ainvalidate_tags", "invalidate_tags", "invalidates"]
+
+logger = logging.getLogger("cacheaside")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Per store: the keys and tags to evict, and the call sites whose entries they are.
+Plan = dict[Any, tuple[list[str], list[str], list[CallSite]]]
+
+
+def _site_of(obj: Any) -> CallSite:
+    if isinstance(obj, Cached):
+        return obj._self_site
+    if isinstance(obj, BoundCached):
+        return obj._self_parent._self_site  # type: ignore[no-any-return]
+    hint = ""
+    if callable(obj) and not isinstance(obj, type):
+        hint = " (a bare @invalidates above a function? write @invalidates(target, ...) with its targets)"
+    raise TypeError(
+        f"@invalidates targets must be functions decorated with @cache_aside, got {type(obj).__name__}{hint}; "
+        "evict other entries with tags= or keys=."
+    )
+
+
+class _Writer:
+    """Everything one ``@invalidates`` needs at call time."""
+
+    def __init__(self, name: str, signature: inspect.Signature, binding: str, targets: list[tuple[CallSite, WriterKey]],
+                 tags: tuple[str, ...], keys_fn: Callable[..., Any] | None, store: Any, is_async: bool) -> None:
+        self.name = name
+        self.arguments = ArgMap(signature, name=name)
+        self.binding = binding
+        self.targets = targets
+        self.tags = tags
+        self.keys_fn = keys_fn
+        self.store = store
+        self.is_async = is_async
+
+    def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
+        """What to evict, per store, from the arguments as passed (before the write can change them)."""
+        if self.binding == "staticmethod":
+            instance = None
+        plan: Plan = {}
+        try:
+            mapping = self.arguments(instance is not None, args, kwargs)
+        except Exception:  # arguments the writer itself will refuse: nothing to evict
+            return plan
+        for site, key_of in self.targets:
+            try:
+                store = site.resolve_store()
+                key = key_of(store.prefix, instance, mapping)
+            except Exception as exc:
+                self._failed(exc, f"the key of {site.name}", [site])
+                continue
+            entry = plan.setdefault(store, ([], [], []))
+            entry[0].append(key)
+            entry[2].append(site)
+        extra: list[str] = []
+        if self.keys_fn is not None:
+            try:
+                extra = self._explicit_keys(self.keys_fn(*args, **kwargs))
+            except Exception as exc:
+                self._failed(exc, "keys=", [site for site, _ in self.targets])
+        tags: list[str] = []
+        for template in self.tags:
+            try:
+                tags.append(render_tag(template, mapping, self.name))
+            except Exception as exc:
+                self._failed(exc, f"the tag {template!r}", [site for site, _ in self.targets])
+        if tags or extra:
+            stores = [self.store] if self.store is not None else (list(plan) or [settings.default_store()])
+            for store in stores:
+                keys, tag_list, _ = plan.setdefault(store, ([], [], []))
+                keys.extend(extra)
+                tag_list.extend(tags)
+        return plan
+
+    def _explicit_keys(self, keys: Any) -> list[str]:
+        if isinstance(keys, str):
+            return [keys]  # one key, not its characters
+        found = list(keys)
+        for k in found:
+            if not isinstance(k, str):
+                raise TypeError(f"keys= returned a {type(k).__name__} among its keys; return key names (str)")
+        return found
+
+    def _failed(self, exc: Exception, what: str, sites: list[CallSite]) -> None:
+        for site in sites:
+            site.counters.errors += 1
+        # The type only: the message can carry argument values.
+        logger.warning("%s: could not work out %s to evict (%s); the write ran, and those entries stay until "
+                       "their TTL", self.name, what, type(exc).__name__)
+
+    def on_failure(self, sites: list[CallSite]) -> Callable[[Failure], None]:
+        """How a failed eviction on one store is counted: on the call sites whose entries it held."""
+        def failed(failure: Failure) -> None:
+            for site in sites:
+                site.counters.errors += 1
+        return failed
+
+
+class _WriterWrapper(wrapt.FunctionWrapper[..., Any]):
+    """A write function decorated with ``@invalidates``."""
+
+    def __init__(self, wrapped: Any, writer: _Writer) -> None:
+        super().__init__(wrapped, _make_wrapper(writer))
+        self._self_writer = writer
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        super().__set_name__(owner, name)  # type: ignore[misc]  # wrapt's, missing from its stubs
+        writer: _Writer = self._self_writer
+        for site, _ in writer.targets:
+            site.keys.check_writer_class(writer.name, owner)
+
+
+def _make_wrapper(writer: _Writer) -> Callable[..., Any]:
+    if writer.is_async:
+
+        async def awrapper(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            if settings.disabled:
+                return await wrapped(*args, **kwargs)
+            plan = writer.plan(instance, args, kwargs)
+            try:
+                return await wrapped(*args, **kwargs)
+            finally:
+                items = list(plan.items())
+                for i, (store, (keys, tags, sites)) in enumerate(items):
+                    try:
+                        await aevict(store, keys, tags, writer.on_failure(sites), where=writer.name)
+                    except asyncio.CancelledError:
+                        for later, (k, t, _) in items[i + 1:]:  # never lost to a cancellation: owed
+                            owe(later, k, t)
+                        raise
+
+        return awrapper
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if settings.disabled:
+            return wrapped(*args, **kwargs)
+        plan = writer.plan(instance, args, kwargs)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            for store, (keys, tags, sites) in plan.items():
+                evict(store, keys, tags, writer.on_failure(sites), where=writer.name)
+
+    return wrapper
+
+
+def invalidates(
+    *targets: Any,
+    tags: Sequence[str] = (),
+    keys: Callable[..., Iterable[str] | str] | None = None,
+    store: Any = None,
+) -> Callable[[F], F]:
+    """Evict related cache entries whenever the decorated write function runs (also when it raises).
+
+    Args:
+        *targets: ``@cache_aside`` functions; each one's key is built from the writer's
+            arguments, matched by parameter name.
+        tags: templates over the writer's parameters; every entry stored with one of them is evicted.
+        keys: ``keys(*args, **kwargs) -> key names (or one key name)`` to evict.
+        store: where ``tags`` and ``keys`` are evicted (default: the targets' stores, else the default store).
+
+    Raises:
+        TypeError, ValueError: at decoration time, for a target that is not a cached function,
+            a writer that cannot supply a target's key parameter, or nothing to evict.
+    """
+    sites = [_site_of(t) for t in targets]
+    if isinstance(tags, (str, bytes)):
+        raise TypeError(f"@invalidates: tags= must be a list of templates, got a str; write tags=[{tags!r}]")
+    if keys is not None and not callable(keys):
+        raise TypeError(f"@invalidates: keys= must be a callable returning key names, got {type(keys).__name__}")
+    if not targets and not tags and keys is None:
+        raise ValueError("@invalidates() has nothing to evict: give it targets, tags= or keys=")
+
+    def decorate(fn: F) -> F:
+        raw, binding, name, is_async = describe(fn, "@invalidates")
+        signature = inspect.signature(raw)
+        params = list(signature.parameters)
+        is_method = binding == "classmethod" or (binding == "function" and class_qualname(raw) is not None)
+        supplies = set(params[1:] if is_method else params)
+        resolved = []
+        for site in sites:
+            resolved.append((site, site.keys.for_writer(name, supplies, is_method)))
+            if not is_async and site.store is not None and not site.store.serves_sync:
+                raise ValueError(
+                    f"{name} is a sync function but its target {site.name} lives on an async-only store, which "
+                    "a sync writer cannot evict from; make the writer async, or give the target a store that "
+                    "serves sync code."
+                )
+        for t in tags:
+            check_template(t, params, name, "tag template")
+        if store is not None:
+            check_store(store, is_async, name)
+        writer = _Writer(name, signature, binding, resolved, tuple(tags), keys, store, is_async)
+        return _WriterWrapper(fn, writer)  # type: ignore[return-value]
+
+    return decorate
+
+
+def _tag_store(tags: tuple[Any, ...], store: Any, is_async: bool) -> Any:
+    caller = "ainvalidate_tags()" if is_async else "invalidate_tags()"
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(
+                f"{caller} takes each tag as a str argument ({caller[:-1]}'a', 'b')), got {type(tag).__name__}"
+            )
+    target = store if store is not None else settings.default_store()
+    try:
+        check_store(target, is_async, caller)
+    except TypeError:
+        other = "invalidate_tags()" if is_async else "await ainvalidate_tags()"
+        raise TypeError(f"{caller}: {target!r} serves {'sync' if is_async else 'async'} code only; use {other}") \
+            from None
+    return target
+
+
+def _log_failure(failure: Failure) -> None:
+    """A tag eviction that failed: the store's guard logs the incident, and it is owed."""
+
+
+def invalidate_tags(*tags: str, store: Any = None) -> None:
+    """Evict every entry stored with one of ``tags`` (the formatted tags, as ``tags=`` rendered them)."""
+    target = _tag_store(tags, store, is_async=False)
+    evict(target, [], list(tags), _log_failure, where="invalidate_tags()")
+
+
+async def ainvalidate_tags(*tags: str, store: Any = None) -> None:
+    """``invalidate_tags`` for async stores."""
+    target = _tag_store(tags, store, is_async=True)
+    await aevict(target, [], list(tags), _log_failure, where="ainvalidate_tags()")

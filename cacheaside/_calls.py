@@ -39,16 +39,19 @@ def call_again(store: Any, guard: Guard, name: str, args: tuple[Any, ...], exc: 
     counts from ``started``), else raise the last error. The hit path calls this after its
     own first ``get``, so a hit pays nothing for retries until something fails."""
     attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        time.sleep(delay)
-        attempt += 1
-        try:
-            return getattr(store, name)(*args)
-        except Exception as again:
-            exc = again
+    try:
+        while True:
+            delay = guard.retry_after(exc, attempt, started)
+            if delay is None:
+                raise exc
+            time.sleep(delay)
+            attempt += 1
+            try:
+                return getattr(store, name)(*args)
+            except Exception as again:
+                exc = again
+    finally:
+        del exc  # no exception -> traceback -> this frame -> exception cycle to keep the store alive
 
 
 async def acall(store: Any, guard: Guard | None, name: str, args: tuple[Any, ...]) -> Any:
@@ -70,15 +73,18 @@ async def acall_again(
     """``call_again`` with awaits (``name`` is the sync name; the ``a``-method is called)."""
     method = getattr(store, "a" + name)
     attempt = 1
-    while True:
-        delay = guard.retry_after(exc, attempt, started)
-        if delay is None:
-            raise exc
-        await asyncio.sleep(delay)
-        attempt += 1
-        try:
-            return await method(*args)
-        except Exception as again:
-            exc = again
+    try:
+        while True:
+            delay = guard.retry_after(exc, attempt, started)
+            if delay is None:
+                raise exc
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                return await method(*args)
+            except Exception as again:
+                exc = again
+    finally:
+        del exc
 
 

@@ -100,7 +100,7 @@ def norm(value: Any) -> Any:
         try:
             part = cache_key()
         except Exception as exc:
-            raise Unsupported(value, f"its __cache_key__() raised {type(exc).__name__}: {exc}") from None
+            raise Unsupported(value, f"its __cache_key__() raised {type(exc).__name__}") from None
         return _ExtType(11, _packb([_type_name(t), norm(part)]))
     if isinstance(value, enum.Enum):
         return _ExtType(10, f"{_type_name(t)}.{value.name}".encode())

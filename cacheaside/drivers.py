@@ -73,6 +73,7 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
                 raise AssertionError(op)
     except StopIteration as stop:
         _report(guard, touched, fault, site.name)
+        fault = send = None  # no exception -> traceback -> this frame -> exception cycle
         return stop.value  # type: ignore[no-any-return]
 
 
@@ -109,6 +110,7 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
                 raise AssertionError(op)
     except StopIteration as stop:
         _report(guard, touched, fault, site.name)
+        fault = send = None  # no exception -> traceback -> this frame -> exception cycle
         return stop.value  # type: ignore[no-any-return]
 
 

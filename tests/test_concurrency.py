@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from cacheaside import MemoryStore, cache_aside, invalidates
+from cacheaside._flights import Flight
+
+
+@contextlib.contextmanager
+def counting_joiners() -> Iterator[Callable[[int], bool]]:
+    """Count the calls waiting for another's computation; ``joined(n)`` waits (up to 2 s) for n of them."""
+    waiting = threading.Semaphore(0)
+    original = Flight.wait
+
+    def wait(self: Flight, timeout: float) -> Any:
+        waiting.release()
+        return original(self, timeout)
+
+    def joined(n: int) -> bool:
+        return all(waiting.acquire(timeout=2) for _ in range(n))
+
+    Flight.wait = wait  # type: ignore[method-assign]
+    try:
+        yield joined
+    finally:
+        Flight.wait = original  # type: ignore[method-assign]
 
 
 def test_16_threads_missing_one_key_run_the_function_once() -> None:
@@ -67,9 +91,10 @@ def test_joiners_receive_the_leaders_exception() -> None:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.1)
+    with counting_joiners() as joined:
+        for t in threads:
+            t.start()
+        assert joined(3)  # the leader computes; the other three wait for it
     release.set()
     for t in threads:
         t.join()
@@ -100,9 +125,7 @@ def test_a_call_after_an_eviction_never_joins_an_older_computation() -> None:
     t.start()
     assert started.wait(2)
     write("k", "new")  # completes while the first read is still computing
-    began = time.monotonic()
-    assert read("k") == "new"  # started after the write: must not join and get "old"
-    assert time.monotonic() - began < 1.5  # and did not wait for the older computation
+    assert read("k") == "new"  # started after the write: it did not join (and wait for) the older one
     finish.set()
     t.join()
     assert first == ["old"]
@@ -177,12 +200,35 @@ def test_cancelled_leader_lets_a_joiner_compute() -> None:
             return x * 10
 
         leader = asyncio.ensure_future(slow(1))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the leader runs up to its gate
         joiner = asyncio.ensure_future(slow(1))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the joiner runs up to its wait for the leader
+        assert len(calls) == 1 and not joiner.done()
         leader.cancel()
         assert await joiner == 10
         assert leader.cancelled()
 
     asyncio.run(scenario())
     assert len(calls) == 2
+
+
+def test_a_joiner_waits_at_most_lease_timeout_then_computes_alone() -> None:
+    """A computation that never ends (a deadlock, a hung source) holds its joiners lease_timeout, not forever."""
+    gate, entered = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    @cache_aside(ttl=60, store=MemoryStore(lease_timeout=0.2))
+    def read(x: int) -> str:
+        calls.append("leader" if not calls else "joiner")
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(5)
+        return calls[-1]
+
+    leader = threading.Thread(target=read, args=(1,))
+    leader.start()
+    assert entered.wait(2)
+    assert read(1) == "joiner"  # waited for the leader, gave up, computed
+    gate.set()
+    leader.join(5)
+    assert calls == ["leader", "joiner"] and read.stats().misses == 2

@@ -650,3 +650,72 @@ def test_misses_and_the_functions_own_exceptions_are_not_store_faults(server: Re
     assert snap.state == "closed" and snap.consecutive_failures == 0 and snap.last_error_type is None
     assert boom.stats().errors == 0 and boom.stats().misses == 10
     store.client.close()
+
+
+# -- store lifecycle: close() stops the background replay; a dropped store leaves nothing running
+
+
+def _replays() -> int:
+    return sum(t.name == "cacheaside-replay" and t.is_alive() for t in threading.enumerate())
+
+
+def test_close_stops_the_replay_of_owed_evictions(server: RedisServer) -> None:
+    store = make_store(server.url, retry=None)
+    f = cache_aside(ttl=60, store=store)(lambda x: x)
+    server.kill()
+    before = _replays()
+    f.invalidate(1)  # owed: a replay thread starts
+    assert store.guard.owes and _replays() == before + 1
+    store.close()
+    assert until(lambda: _replays() == before, 2.0)
+    server.start()
+
+
+def test_a_dropped_store_leaves_no_replay_thread_behind() -> None:
+    import gc
+
+    before = _replays()
+    for i in range(3):
+        store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=f"dropped{i}", retry=None,
+                                    socket_connect_timeout=0.1)
+        cache_aside(ttl=60, store=store)(lambda x: x).invalidate(1)  # owed, never taken
+        store.client.close()
+        del store
+    # redis-py's errors leave reference cycles, so the stores go at the next garbage collection
+    # (the replay holds them weakly); then their replays end within a replay interval.
+    assert until(lambda: gc.collect() >= 0 and _replays() == before, 2.0)
+
+
+def test_aclose_stops_the_async_replay_and_closes_the_client(server: RedisServer) -> None:
+    store = make_store(server.url, asyncio=True, retry=None)
+    f = cache_aside(ttl=60, store=store)(_async_identity)
+
+    async def scenario() -> bool:
+        server.kill()
+        await f.invalidate(1)
+        replaying = store.guard.replaying
+        await store.aclose()
+        await asyncio.sleep(0.6)  # one replay interval: the task sees the store closed and ends
+        return replaying and not store.guard.replaying
+
+    assert LOOP.run_until_complete(scenario())
+    server.start()
+
+
+async def _async_identity(x: int) -> int:
+    return x
+
+
+def test_a_value_the_serializer_refuses_is_not_a_store_incident(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No breaker count and no "store failed" line: the value, not the store, is at fault."""
+    store = make_store(server.url)
+    f = cache_aside(ttl=60, store=store)(lambda x: object())
+    with pytest.warns(CacheWarning, match="could not be cached"):
+        for _ in range(6):
+            f(1)
+    assert store.breaker is not None and store.breaker.state == "closed" and store.guard.clear
+    assert not [r for r in caplog.records if "store failed" in r.getMessage()]
+    assert f.stats().errors == 6
+    store.close()

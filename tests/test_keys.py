@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -307,3 +308,79 @@ def test_plain_template_fast_path_equals_the_formatter(x: Any, y: str) -> None:
     assert builder.build("p", None, False, (x,), {"y": y}) == expected
     assert builder.build("p", None, False, (x, y), {}) == expected  # every parameter positional
     assert builder.build("p", None, False, (), {"x": x, "y": y}) == expected
+
+
+# -- values at the edges of their types still get a key, or a CacheKeyError naming the parameter
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        10**5000,  # past int-to-str conversion's limit
+        -(10**5000),
+        "\ud800",  # a lone surrogate: not UTF-8
+        dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=1))),  # past datetime.max in UTC
+        dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        Decimal("sNaN"),
+        Decimal("-Infinity"),
+        Decimal("1E+1000000"),
+    ],
+    ids=["big-int", "big-negative-int", "lone-surrogate", "datetime-max-west", "datetime-min-east", "sNaN",
+         "-Infinity", "huge-exponent"],
+)
+def test_edge_values_get_a_key(value: Any) -> None:
+    assert simple.key(value) == simple.key(value)
+    assert simple.key(value) != simple.key(0)
+
+
+def test_big_ints_of_different_values_get_different_keys() -> None:
+    assert simple.key(10**5000) != simple.key(10**5000 + 1) != simple.key(-(10**5000))
+    assert simple.key(2**64) != simple.key(2**64 + 1)
+
+
+def test_equal_aware_times_share_a_key() -> None:
+    one = dt.timezone(dt.timedelta(hours=1))
+    assert dt.time(12, 0, tzinfo=one) == dt.time(11, 0, tzinfo=dt.timezone.utc)
+    assert simple.key(dt.time(12, 0, tzinfo=one)) == simple.key(dt.time(11, 0, tzinfo=dt.timezone.utc))
+    assert simple.key(dt.time(12, 0, tzinfo=one)) != simple.key(dt.time(12, 0, tzinfo=dt.timezone.utc))
+    assert simple.key(dt.time(12, 0, tzinfo=one)) != simple.key(dt.time(11, 0))  # naive differs from aware
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: _Raising(), "__cache_key__() raised ZeroDivisionError"),
+    (lambda: _SelfKeyed(), "nested too deeply, or it contains itself"),
+    (lambda: _recursive_list(), "nested too deeply, or it contains itself"),
+])
+def test_arguments_that_cannot_be_encoded_are_a_cache_key_error_naming_the_parameter(make: Any, reason: str) -> None:
+    with pytest.raises(CacheKeyError, match=rf"simple: parameter .b. .*{re.escape(reason)}"):
+        simple.key(1, make())
+
+
+class _Raising:
+    def __cache_key__(self) -> Any:
+        return 1 / 0
+
+
+class _SelfKeyed:
+    def __cache_key__(self) -> Any:
+        return self
+
+
+def _recursive_list() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+def test_an_empty_key_template_fails_at_decoration() -> None:
+    with pytest.raises(ValueError, match="empty template"):
+        @cache_aside(ttl=1, key="")
+        def f(x: int) -> None: ...
+
+
+def test_a_template_that_cannot_be_formatted_is_a_cache_key_error_naming_it() -> None:
+    @cache_aside(ttl=1, key="order:{order.id}")
+    def f(order: Any) -> None: ...
+
+    with pytest.raises(CacheKeyError, match=r"key template 'order:\{order.id\}' cannot be formatted.*AttributeError"):
+        f.key(object())

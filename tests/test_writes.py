@@ -191,3 +191,38 @@ def test_tags_and_keys_default_to_the_default_store_without_targets(db: dict[int
     get(1)
     touch()
     assert get(1) == "t"
+
+
+@pytest.mark.redis
+def test_an_async_writer_evicts_a_target_on_a_sync_store_without_blocking_its_loop(redis_server: Any) -> None:
+    """The eviction runs in a worker thread: it happens, counts no error, and the loop keeps running."""
+    from .conftest import redis_store
+
+    db = {1: "old"}
+    with redis_store(redis_server) as sync_store:
+
+        @cache_aside(ttl=60, store=sync_store)
+        def get(user_id: int) -> str:
+            return db[user_id]
+
+        @invalidates(get)
+        async def update(user_id: int, value: str) -> None:
+            db[user_id] = value
+
+        async def scenario() -> None:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            tick = asyncio.ensure_future(ticker())
+            await update(1, "new")
+            tick.cancel()
+            assert ticks > 0  # the loop ran while the eviction was in flight
+
+        assert get(1) == "old"
+        asyncio.run(scenario())
+        assert get(1) == "new" and get.stats().errors == 0

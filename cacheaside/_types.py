@@ -88,9 +88,15 @@ def to_seconds(value: object, *, owner: str, param: str) -> float:
             f"{owner}: {param} must be seconds (int or float) or a datetime.timedelta, "
             f"got {type(value).__name__}"
         )
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"{owner}: {param} must be a positive, finite number of seconds, got {value!r}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(
+            f"{owner}: {param} must be a positive, finite number of seconds (at most {MAX_SECONDS:.0e}), got {value!r}"
+        )
     return seconds
+
+
+#: The longest duration taken anywhere (about 31 years): Redis refuses expiries far beyond it.
+MAX_SECONDS = 1e9
 
 
 def check_prefix(prefix: object, owner: str) -> str:

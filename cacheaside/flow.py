@@ -188,7 +188,9 @@ def _release(site: CallSite, store: Any, key: str, lease: Lease | None) -> Gener
 def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, background: bool) -> Flow:
     """Recompute and store. In the background, skip when a computation of the key is already running."""
     names = tags()
-    lease = yield (STORE, "acquire", (key, names, True))
+    # In the foreground the caller asked for a stored value: take the lease over from another
+    # process's holder if there is one (both store under the same epoch, if no eviction came).
+    lease = yield (STORE, "acquire", (key, names, True, not background))
     if isinstance(lease, Failure):
         site.store_failed(lease.exc)
         if background:

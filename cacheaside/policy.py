@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from ._settings import settings
-from ._types import Entry
+from ._types import MAX_SECONDS, Entry
 
 __all__ = ["EARLY", "FALLBACK", "HIT", "MISS", "STALE", "ReadPolicy"]
 
@@ -111,6 +111,6 @@ class ReadPolicy:
             raise TypeError(f"ttl(result) must return seconds (int, float or timedelta), got {type(seconds).__name__}")
         if seconds <= 0:
             return 0.0
-        if seconds == math.inf:
-            raise ValueError("ttl(result) must return a finite number of seconds, got inf")
+        if seconds > MAX_SECONDS:
+            raise ValueError(f"ttl(result) must return a finite number of seconds up to {MAX_SECONDS:.0e}")
         return float(seconds)

@@ -19,10 +19,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._binding import Cached
 from ._site import CallSite, check_store
-from ._types import to_seconds
+from ._types import MAX_SECONDS, to_seconds
 from .exceptions import warn
 from .keys import KeyBuilder, check_template
 from .policy import ReadPolicy
+from .stores.base import StoreInfo
 from .typing import AsyncCachedFunction, CachedFunction, Decorator
 
 __all__ = ["cache_aside", "describe"]
@@ -113,8 +114,8 @@ def _window(value: Any, name: str, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
         raise TypeError(f"{name}: {param} must be seconds (int, float or timedelta), got {type(value).__name__}")
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"{name}: {param} must be zero or a positive number of seconds, got {value!r}")
+    if not 0 <= seconds <= MAX_SECONDS:
+        raise ValueError(f"{name}: {param} must be zero or a positive, finite number of seconds, got {value!r}")
     return seconds
 
 
@@ -157,7 +158,7 @@ def cache_aside(
     /,
     *,
     ttl: float | timedelta | Callable[[Any], float] | None = None,
-    store: Any = None,
+    store: StoreInfo | None = None,
     key: str | Callable[..., str] | None = None,
     tags: Sequence[str] = (),
     ignore: Sequence[str] = (),
@@ -173,7 +174,7 @@ def cache_aside(
     /,
     *,
     ttl: float | timedelta | Callable[[Any], float] | None = None,
-    store: Any = None,
+    store: StoreInfo | None = None,
     key: str | Callable[..., str] | None = None,
     tags: Sequence[str] = (),
     ignore: Sequence[str] = (),

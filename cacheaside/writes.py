@@ -24,6 +24,7 @@ from .evictions import aevict, evict, owe
 from .flow import Failure
 from .keys import WriterKey, check_template, class_qualname, render_tag
 from .reads import describe
+from .stores.base import StoreInfo
 
 __all__ = ["ainvalidate_tags", "invalidate_tags", "invalidates"]
 
@@ -180,7 +181,7 @@ def invalidates(
     *targets: Any,
     tags: Sequence[str] = (),
     keys: Callable[..., Iterable[str] | str] | None = None,
-    store: Any = None,
+    store: StoreInfo | None = None,
 ) -> Callable[[F], F]:
     """Evict related cache entries whenever the decorated write function runs (also when it raises).
 
@@ -249,13 +250,13 @@ def _log_failure(failure: Failure) -> None:
     """A tag eviction that failed: the store's guard logs the incident, and it is owed."""
 
 
-def invalidate_tags(*tags: str, store: Any = None) -> None:
+def invalidate_tags(*tags: str, store: StoreInfo | None = None) -> None:
     """Evict every entry stored with one of ``tags`` (the formatted tags, as ``tags=`` rendered them)."""
     target = _tag_store(tags, store, is_async=False)
     evict(target, [], list(tags), _log_failure, where="invalidate_tags()")
 
 
-async def ainvalidate_tags(*tags: str, store: Any = None) -> None:
+async def ainvalidate_tags(*tags: str, store: StoreInfo | None = None) -> None:
     """``invalidate_tags`` for async stores."""
     target = _tag_store(tags, store, is_async=True)
     await aevict(target, [], list(tags), _log_failure, where="ainvalidate_tags()")

@@ -162,3 +162,12 @@ def test_a_prefix_that_is_not_a_str_is_a_type_error(prefix: object) -> None:
         configure(prefix=prefix)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="MemoryStore: prefix"):
         MemoryStore(prefix=prefix)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ttl", [10**20, 1e10, float("inf")])
+def test_a_ttl_past_what_a_store_can_keep_fails_at_decoration(ttl: float) -> None:
+    """Redis refuses an expiry of 10**20 s on every SET; such a ttl is refused where it is written."""
+    with pytest.raises(ValueError, match=r"f: ttl must be a positive, finite number of seconds \(at most 1e\+09\)"):
+        @cache_aside(ttl=ttl)
+        def f() -> None:
+            pass

@@ -838,3 +838,16 @@ def test_a_server_that_refuses_the_stores_commands_says_what_it_needs() -> None:
             assert f.stats().errors >= 1 and store.breaker is not None and store.breaker.state == "closed"
     finally:
         server.stop()
+
+
+def test_refresh_stores_even_while_another_process_holds_the_lease(rstore: RedisStore, other: RedisStore) -> None:
+    """f.refresh() "calls the function, stores and returns": it takes the lease over from a holder elsewhere."""
+
+    @cache_aside(ttl=60, store=rstore, key="r:{x}")
+    def f(x: int) -> str:
+        return "refreshed"
+
+    held = other.acquire(f.key(1))  # another process is computing it
+    assert held.owner
+    assert f.refresh(1) == "refreshed"
+    assert f(1) == "refreshed" and f.stats().hits == 1

@@ -132,4 +132,4 @@ class Commands:
 
     @staticmethod
     def _mode(refresh: bool, take_over: bool) -> str:
-        return "r" if refresh else "t" if take_over else ""
+        return ("r" if refresh else "") + ("t" if take_over else "")

@@ -113,8 +113,9 @@ end
 """
 
 #: KEYS: entry, its lease; ARGV: candidate holder (also this wait's id), tags (as in the
-#: envelope), mode: "" (a miss), "r" (a refresh: take the lease even over a fresh entry) or
-#: "t" (take over from another process's holder after waiting lease_timeout for it).
+#: envelope), mode: "" (a miss), with "r" (a refresh: take the lease even over a fresh entry)
+#: and/or "t" (take over from another process's holder: after waiting lease_timeout for it,
+#: or to refresh in the foreground).
 #: LEASE_MS and RECORD_MS are the store's. Returns {entry} when a fresh entry is there (no
 #: lease is taken); {false, epoch, holder} when this call took the lease; {false, epoch,
 #: holder, ms left} when another holds it. A holder of another process registers the caller
@@ -123,8 +124,9 @@ ACQUIRE = (
     _COMMON_LUA
     + """
 local key, lease = KEYS[1], KEYS[2]
-local mode = ARGV[3]
-if mode ~= 'r' then
+local refresh = string.find(ARGV[3], 'r', 1, true)
+local take = string.find(ARGV[3], 't', 1, true)
+if not refresh then
   local v = redis.pcall('GET', key)
   if type(v) == 'string' and #v >= HEADER_SIZE and string.byte(v, 1) == MAGIC
       and string.byte(v, 2) == FORMAT_VERSION then
@@ -137,7 +139,7 @@ local now = server_ms()
 local rec = lease_of(lease, 'e', 'h', 't')
 local epoch = rec[1] or ARGV[1]
 local deadline = tonumber(rec[3])
-if rec[2] and deadline and deadline > now and mode ~= 't' then
+if rec[2] and deadline and deadline > now and not take then
   local process = string.match(ARGV[1], '^(.*%.)')
   if string.sub(rec[2], 1, #process) ~= process then
     local waiters = string.sub(lease, 1, -7) .. ':waiters'

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-lowest bench bench-redis bench-consistency bench-chaos lint clean
+.PHONY: demo test test-lowest test-redis-py bench bench-redis bench-consistency bench-chaos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,24 @@ test-lowest: | $(BIN)/python
 	.venv-lowest/bin/python -m pip list --format=freeze | grep -iE '^(wrapt|cachetools|redis|msgpack)=='
 	.venv-lowest/bin/python -m pytest
 
+# The suite on the newest redis-py of majors 6 and 7, each in a venv of its own (5.0.8, the floor,
+# runs in test-lowest; the newest, 8.x, in test), and on the protocol each does not default to:
+# RESP3 on 7.x (whose default is RESP2) and RESP2 on 8.x (whose default is RESP3).
+REDIS_PY ?= 6.4.0 7.4.1
+test-redis-py: $(VENV)/.installed-dev
+	@set -e; for v in $(REDIS_PY); do \
+	  if [ ! -x .venv-redis-$$v/bin/python ]; then \
+	    $(PYTHON) -m venv .venv-redis-$$v; \
+	    .venv-redis-$$v/bin/python -m pip install --quiet -e '.[dev]' "redis==$$v"; \
+	  fi; \
+	  echo "test-redis-py: redis-py $$(.venv-redis-$$v/bin/python -c 'import redis; print(redis.__version__)')"; \
+	  .venv-redis-$$v/bin/python -m pytest -q -p no:cacheprovider; \
+	done
+	@echo "test-redis-py: redis-py 7.4.1 with RESP3 clients"
+	CACHEASIDE_TEST_PROTOCOL=3 .venv-redis-7.4.1/bin/python -m pytest -q -p no:cacheprovider
+	@echo "test-redis-py: redis-py $$($(BIN)/python -c 'import redis; print(redis.__version__)') with RESP2 clients"
+	CACHEASIDE_TEST_PROTOCOL=2 $(BIN)/python -m pytest -q -p no:cacheprovider
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_memory.py
 
@@ -53,4 +71,4 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/python -m mypy --strict cacheaside
 
 clean:
-	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-lowest .venv-redis-* .pytest_cache .mypy_cache .ruff_cache .hypothesis

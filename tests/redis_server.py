@@ -10,9 +10,12 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["REDIS_SERVER", "RedisServer", "free_port"]
+__all__ = ["PROTOCOL", "REDIS_SERVER", "RedisServer", "free_port"]
 
 REDIS_SERVER = shutil.which("redis-server")
+
+#: ``CACHEASIDE_TEST_PROTOCOL=3`` runs every client the suite makes from a server's URL on RESP3.
+PROTOCOL = os.environ.get("CACHEASIDE_TEST_PROTOCOL")
 
 
 def free_port() -> int:
@@ -35,7 +38,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        query = f"?protocol={PROTOCOL}" if PROTOCOL else ""
+        return f"redis://127.0.0.1:{self.port}/0{query}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -331,8 +331,9 @@ def test_a_client_that_would_stall_callers_warns_once_with_the_fix(server: Redis
     with pytest.warns(CacheWarning, match="no socket_timeout"):
         RedisStore(forever)
     retrying = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 3))
-    with pytest.warns(CacheWarning, match=r"redis-py's own retries on \(3,"):
-        RedisStore(retrying)
+    if hasattr(ClientRetry, "get_retries"):  # redis-py >= 6; 5.x does not tell the count through its API
+        with pytest.warns(CacheWarning, match=r"redis-py's own retries on \(3,"):
+            RedisStore(retrying)
     fine = redis.Redis.from_url(server.url, socket_timeout=0.2, retry=ClientRetry(NoBackoff(), 0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from .redis_server import RedisServer
+from .redis_server import PROTOCOL, RedisServer
 
 
 def test_the_suite_starts_its_own_server_on_a_free_port(redis_server: RedisServer) -> None:
@@ -13,4 +13,13 @@ def test_the_suite_starts_its_own_server_on_a_free_port(redis_server: RedisServe
     client = redis.Redis.from_url(redis_server.url, socket_timeout=1)
     assert client.ping()
     assert int(client.info("server")["process_id"]) == redis_server.proc.pid
+    client.close()
+
+
+def test_clients_made_from_the_servers_url_speak_the_requested_protocol(redis_server: RedisServer) -> None:
+    """CI runs the suite with CACHEASIDE_TEST_PROTOCOL=2 or 3 on some redis-py versions: the stores' clients
+    then speak that protocol; without it, the installed redis-py's default (RESP3 from redis-py 8)."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1)
+    default = getattr(redis.Connection(), "protocol", None) or 2
+    assert int(client.client_info()["resp"]) == int(PROTOCOL or default)  # as the server sees the connection
     client.close()

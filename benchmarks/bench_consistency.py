@@ -25,8 +25,7 @@ another process's computation (waited), writes.
 
 --ablation adds a third variant and counts round trips (a counter around redis-py's sync
 Connection.send_packed_command and asyncio's StreamWriter.writelines, each of which sends one
-command or a whole pipeline, in every variant alike; a counter around execute_command would
-turn the store's lean command path off, see cacheaside/stores/redis_wire.py):
+command or a whole pipeline, in every variant alike):
   nolease      @cache_aside + @invalidates on a RedisStore whose lease protocol is
                replaced by plain commands (GET hits as usual, SET after a miss, DEL
                evictions): what the library costs without leases. It serves stale
@@ -108,7 +107,7 @@ class NoLeaseStore(RedisStore):
     """--ablation only: a RedisStore without its lease protocol (no stale-set protection, no
     cross-process single-flight). Misses compute and SET, evictions DEL the keys."""
 
-    def acquire(self, key: str, tags: Any = (), refresh: bool = False) -> Lease:
+    def acquire(self, key: str, tags: Any = (), refresh: bool = False, take_over: bool = False) -> Lease:
         return Lease(None, True)
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -120,7 +119,7 @@ class NoLeaseStore(RedisStore):
     def delete(self, keys: Any, tags: Any = ()) -> None:
         self.client.delete(*keys)
 
-    async def aacquire(self, key: str, tags: Any = (), refresh: bool = False) -> Lease:
+    async def aacquire(self, key: str, tags: Any = (), refresh: bool = False, take_over: bool = False) -> Lease:
         return Lease(None, True)
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -138,9 +137,7 @@ def count_round_trips(is_async: bool) -> list[int]:
     """Count this process's round trips: each send of packed commands (one command, or a pipeline).
 
     Counted below the client, where every path writes: a sync connection's ``send_packed_command``,
-    and on asyncio the stream writer's ``writelines`` (redis-py's ``send_packed_command`` calls it,
-    and the store's lean path writes there directly, see cacheaside/stores/redis_wire.py). A counter
-    around the client's ``execute_command`` would make the store take the client's path instead.
+    and on asyncio the stream writer's ``writelines`` (redis-py's ``send_packed_command`` calls it).
     Reset it when the timed part starts.
     """
     sent = [0]

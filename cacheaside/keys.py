@@ -160,23 +160,28 @@ class KeyBuilder:
             values = self.plans.values(skip, args, kwargs)
         if instance is not None and skip and not self.ignore_instance and keyed_instance(instance):
             values = (*values, instance_part(instance))
-        return self._digest_key(prefix, values)
-
-    def _digest_key(self, prefix: str, values: tuple[Any, ...]) -> str:
-        data = None
+        # Plain arguments (the usual case) are packed and looked up here, without another frame.
         for v in values:
             if type(v) not in PLAIN:
-                break
-        else:
-            try:  # noqa: SIM105 - contextlib.suppress costs more, on every call
-                data = fast_pack(values)
-            except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits, a lone surrogate
-                pass
-        if data is None:
-            try:
-                data = encode_values(values)
-            except Unsupported as exc:
-                raise self._unsupported(exc, values) from None
+                return self._digest_key(prefix, values)
+        try:
+            data = fast_pack(values)
+        except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits, a lone surrogate
+            return self._digest_key(prefix, values)
+        text = memo.get(data)
+        if text is None:
+            text = digest(data)
+        head = self._heads.get(prefix)
+        if head is None:
+            head = self.head(prefix)
+        return head + text
+
+    def _digest_key(self, prefix: str, values: tuple[Any, ...]) -> str:
+        """The default key for ``values`` (bound arguments in key order), whatever their types."""
+        try:
+            data = encode_values(values)
+        except Unsupported as exc:
+            raise self._unsupported(exc, values) from None
         text = memo.get(data)
         if text is None:
             text = digest(data)

@@ -99,6 +99,7 @@ local function wake(lease, msg)
   local waiters = base .. ':waiters'
   local ids = redis.pcall('SMEMBERS', waiters)
   if type(ids) == 'table' and ids.err then ids = {{}} end
+  if #ids == 0 then return end
   for _, id in ipairs(ids) do
     local list = base .. ':wake:' .. id
     if type(redis.pcall('RPUSH', list, msg)) == 'table' then

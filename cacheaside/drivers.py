@@ -28,13 +28,18 @@ __all__ = ["akept_out", "arun", "kept_out", "make_areader", "make_reader", "run"
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def _report(guard: Guard | None, touched: bool, fault: BaseException | None, where: str) -> None:
+#: The store operations that only read (a failure of any other is a failed write).
+_READS = frozenset({"get", "watch"})
+
+
+def _report(guard: Guard | None, touched: bool, fault: BaseException | None, where: str, wrote: bool,
+            failed_op: str) -> None:
     """One report per call: what its store work amounted to."""
     if guard is not None and touched:
         if fault is None:
-            guard.ok()
+            guard.ok(wrote)
         else:
-            guard.failed(fault, where)
+            guard.failed(fault, where, failed_op not in _READS)
 
 
 # -- flows --------------------------------------------------------------------------------
@@ -44,7 +49,8 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
     """Carry out ``flow`` with blocking calls and threads."""
     guard = guard_of(store)
     fault: BaseException | None = None
-    touched = False
+    touched = wrote = False
+    failed_op = ""
     send: Any = None
     try:
         while True:
@@ -54,10 +60,11 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
                 touched = True
                 try:
                     send = call(store, guard, op[1], op[2])
+                    wrote = wrote or op[1] not in _READS
                 except Exception as exc:
                     send = Failure(exc)
-                    if not isinstance(exc, SerializationError):  # the value's fault, not the store's
-                        fault = fault or exc
+                    if fault is None and not isinstance(exc, SerializationError):  # a value's fault, not the store's
+                        fault, failed_op = exc, op[1]
             elif code == CALL:
                 started = time.monotonic()
                 try:
@@ -72,7 +79,7 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
-        _report(guard, touched, fault, site.name)
+        _report(guard, touched, fault, site.name, wrote, failed_op)
         fault = send = None  # no exception -> traceback -> this frame -> exception cycle
         return stop.value  # type: ignore[no-any-return]
 
@@ -81,7 +88,8 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
     """Carry out ``flow`` with awaits (store methods with an ``a`` prefix, unless the store never blocks)."""
     guard = guard_of(store)
     fault: BaseException | None = None
-    touched = False
+    touched = wrote = False
+    failed_op = ""
     send: Any = None
     try:
         while True:
@@ -91,10 +99,11 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
                 touched = True
                 try:
                     send = await acall(store, guard, op[1], op[2])
+                    wrote = wrote or op[1] not in _READS
                 except Exception as exc:
                     send = Failure(exc)
-                    if not isinstance(exc, SerializationError):
-                        fault = fault or exc
+                    if fault is None and not isinstance(exc, SerializationError):
+                        fault, failed_op = exc, op[1]
             elif code == CALL:
                 started = time.monotonic()
                 try:
@@ -109,7 +118,7 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
-        _report(guard, touched, fault, site.name)
+        _report(guard, touched, fault, site.name, wrote, failed_op)
         fault = send = None  # no exception -> traceback -> this frame -> exception cycle
         return stop.value  # type: ignore[no-any-return]
 
@@ -142,7 +151,7 @@ async def akept_out(site: CallSite, store: Any) -> bool:
 def _lookup_failed(site: CallSite, store: Any, exc: Exception) -> None:
     guard = store.guard
     if guard is not None:
-        guard.failed(exc, site.name)
+        guard.failed(exc, site.name, writing=False)
     site.store_failed(exc)
     site.counters.misses += 1
 

@@ -141,6 +141,7 @@ def _replay(ref: weakref.ref[Any], guard: Guard) -> None:
     the store takes these, so this does not wait for the breaker's reset_timeout. No
     retries and no breaker reports: this is not a caller's call.
     """
+    waited = False
     while not guard.closed.is_set():
         store = ref()
         if store is None:
@@ -150,8 +151,9 @@ def _replay(ref: weakref.ref[Any], guard: Guard) -> None:
             _send(store, None, eviction)
         except Exception as exc:
             logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
+            waited = True
         else:
-            if guard.replayed(eviction):
+            if guard.replayed(eviction, waited):
                 return
             continue
         finally:
@@ -162,6 +164,7 @@ def _replay(ref: weakref.ref[Any], guard: Guard) -> None:
 
 async def _areplay(ref: weakref.ref[Any], guard: Guard) -> None:
     """``_replay`` on the event loop of the async store's client."""
+    waited = False
     try:
         while not guard.closed.is_set():
             store = ref()
@@ -172,8 +175,9 @@ async def _areplay(ref: weakref.ref[Any], guard: Guard) -> None:
                 await _asend(store, None, eviction)
             except Exception as exc:
                 logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
+                waited = True
             else:
-                if guard.replayed(eviction):
+                if guard.replayed(eviction, waited):
                     return
                 continue
             finally:

@@ -95,8 +95,10 @@ class Guard:
         self.replaying = False
         #: Set when the store is closed: the replay stops, and its waits end at once.
         self.closed = threading.Event()
-        #: An incident is under way: the call site where it began (None: the store answers).
+        #: An incident is under way: the call site where it began (None: the store answers),
+        #: and whether what failed was a write (then only a write ends it).
         self.failing: str | None = None
+        self._failed_writing = False
         self._diagnosed: set[str] = set()
         #: Nothing to do for a call: the breaker is closed with no failure counted, no incident
         #: is open and nothing is owed. The hit path reads only this; it changes under the lock.
@@ -115,20 +117,28 @@ class Guard:
             return BYPASS
         return REPLAY if self.owes else ADMIT
 
-    def ok(self) -> None:
-        """A decorated call (or eviction) whose store work all succeeded."""
+    def ok(self, wrote: bool = False) -> None:
+        """A decorated call (or eviction) whose store work all succeeded; ``wrote``: it wrote too.
+
+        An incident ends when the kind of work that failed succeeds again: a hit (a read) does
+        not end one that began with a failed write, so a store that serves reads but refuses
+        writes (full memory, missing permissions) is one incident, not one per call.
+        """
         if self.clear:
             return
         if self.breaker is not None:
             self._log(self.breaker.success())
         began = self.failing
-        if began is not None:
+        if began is not None and (wrote or not self._failed_writing):
             self.failing = None
             logger.info("%s: the store answers again (the incident began in %s)", self.name, began)
         self._settle()
 
-    def failed(self, exc: BaseException, where: str = "an eviction") -> None:
-        """A decorated call (or eviction, at ``where``) whose store work failed; only store faults count."""
+    def failed(self, exc: BaseException, where: str = "an eviction", writing: bool = True) -> None:
+        """A decorated call (or eviction, at ``where``) whose store work failed; only store faults count.
+
+        ``writing``: the operation that failed writes (anything but a lookup).
+        """
         fault = self.is_fault(exc)
         changed = self.breaker.failure(exc) if self.breaker is not None and fault else None
         with self._lock:
@@ -136,6 +146,7 @@ class Guard:
             starting = self.failing is None
             if starting:
                 self.failing = where
+                self._failed_writing = writing
         if starting:
             # The type only: messages can carry hosts and passwords.
             logger.warning("%s: store failed in %s (%s); calls go to the function until it answers",
@@ -204,7 +215,7 @@ class Guard:
     def taken(self, eviction: Eviction) -> None:
         """The store took ``eviction``: what it paid is no longer owed, and the call succeeded."""
         self.paid(*eviction.paying, eviction.purge)
-        self.ok()
+        self.ok(wrote=True)
 
     def not_taken(self, eviction: Eviction, exc: BaseException, where: str = "an eviction") -> bool:
         """The store failed ``eviction``; True when that made its keys and tags owed (a store fault)."""
@@ -219,11 +230,15 @@ class Guard:
         keys, tags, purge = self.owed()
         return Eviction(keys, tags, purge, paying=(keys, tags))
 
-    def replayed(self, eviction: Eviction) -> bool:
-        """The background replay's ``eviction`` was taken; True when nothing more is owed (it may stop)."""
+    def replayed(self, eviction: Eviction, waited: bool) -> bool:
+        """The background replay's ``eviction`` was taken; True when nothing more is owed (it may stop).
+
+        ``waited``: the store refused it at first. Only then is it worth a line in the log: an
+        eviction owed while the breaker is open and taken at once is no news.
+        """
         self.paid(*eviction.paying, eviction.purge)
         if self.stop_replay():
-            logger.info("%s: owed evictions applied", self.name)
+            logger.log(logging.INFO if waited else logging.DEBUG, "%s: owed evictions applied", self.name)
             return True
         return False
 

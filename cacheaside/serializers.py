@@ -3,14 +3,17 @@
 ``MsgpackSerializer`` never uses pickle. Types msgpack has no native form for
 travel as msgpack extension types with an explicit allow-list of codes; an
 unknown code, a truncated payload, one over the size limit or one nested deeper
-than the depth limit is a ``SerializationError``, which stores read as a miss.
+than msgpack allows is a ``SerializationError``, which stores read as a miss.
 A value it would refuse to read back is refused when written.
 
-Why a depth limit: each extension value (a tuple, a set, a datetime) is decoded by
-a nested call of msgpack's C decoder, whose frame is large (about 40 KB of C stack);
-a few hundred nested tuples would overflow the reading thread's stack and crash the
-process, whatever Python's recursion limit. msgpack bounds the nesting of lists and
-dicts itself (``StackError``).
+Structured values (tuples, sets, frozensets, datetimes, dates, times, timedeltas) are
+arrays whose first item is an empty extension value marking their type, rebuilt by
+``list_hook``; Decimal, UUID and big ints are extension values holding bytes. So a
+payload is read by one call of msgpack's C decoder, whose nesting msgpack bounds
+(deeper than its packer goes, so what is written can be read). An extension value
+holding packed bytes would be read by a nested call of the C decoder, whose frame takes
+about 40 KB of C stack: a few hundred nested tuples once overflowed the reading
+thread's stack and crashed the process, and a thread with a small stack needs far fewer.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ class Serializer(Protocol):
 
 # Extension codes. Never reuse a code for another meaning: stored payloads outlive deploys.
 _TUPLE, _SET, _FROZENSET, _BIGINT, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID = range(1, 11)
+
+_ExtType = msgpack.ExtType
+
+#: The first item of an array that is a tuple, a set... (an empty extension value of its code).
+_MARKS = {code: _ExtType(code, b"") for code in (_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA)}
+_TUPLE_MARK, _SET_MARK, _FROZENSET_MARK = _MARKS[_TUPLE], _MARKS[_SET], _MARKS[_FROZENSET]
+_DATETIME_MARK, _DATE_MARK, _TIME_MARK, _TIMEDELTA_MARK = (
+    _MARKS[_DATETIME], _MARKS[_DATE], _MARKS[_TIME], _MARKS[_TIMEDELTA]
+)
 
 
 def _tz_out(tz: _dt.tzinfo | None, at: _dt.datetime | None) -> Any:
@@ -75,54 +87,39 @@ class MsgpackSerializer:
         max_size: the largest payload, in bytes: ``dumps`` refuses a value that encodes
             to more, ``loads`` a payload over it (a bound on what a corrupted or hostile
             payload can make the decoder allocate).
-        max_depth: how deeply tuples, sets, frozensets and the other extension types may
-            nest inside each other (see the module's docstring).
     """
 
-    def __init__(self, *, max_size: int = 64 * 1024 * 1024, max_depth: int = 32) -> None:
-        for name, value in (("max_size", max_size), ("max_depth", max_depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MsgpackSerializer: {name} must be a positive int, got {value!r}")
+    def __init__(self, *, max_size: int = 64 * 1024 * 1024) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"MsgpackSerializer: max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
-        self.max_depth = max_depth
         self._packer_opts = {"use_bin_type": True, "strict_types": True, "default": self._default}
-        self._ext_hook = self._ext  # bound once: decoding is on every hit of a serializing store
+        # Bound once: decoding is on every hit of a serializing store.
+        self._ext_hook = self._ext
+        self._list_hook = _rebuild
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"
 
     # -- encoding ----------------------------------------------------------------
 
-    def _pack(self, value: Any, depth: int) -> bytes:
-        """``value`` packed inside an extension value nested ``depth`` deep."""
-        if depth > self.max_depth:
-            raise SerializationError(
-                f"cannot encode value: tuples, sets or other extension types nested more than "
-                f"max_depth={self.max_depth} deep"
-            )
-        return msgpack.packb(  # type: ignore[no-any-return]
-            value, use_bin_type=True, strict_types=True, default=lambda obj: self._default(obj, depth)
-        )
-
-    def _default(self, obj: Any, depth: int = 0) -> msgpack.ExtType:
+    def _default(self, obj: Any) -> Any:
         t = type(obj)
-        inner = depth + 1
         if t is tuple:
-            return msgpack.ExtType(_TUPLE, self._pack(list(obj), inner))
+            return [_TUPLE_MARK, *obj]
         if t is set:
-            return msgpack.ExtType(_SET, self._pack(list(obj), inner))
+            return [_SET_MARK, *obj]
         if t is frozenset:
-            return msgpack.ExtType(_FROZENSET, self._pack(list(obj), inner))
+            return [_FROZENSET_MARK, *obj]
         if t is _dt.datetime:
             parts = [obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second, obj.microsecond]
-            return msgpack.ExtType(_DATETIME, self._pack([*parts, obj.fold, _tz_out(obj.tzinfo, obj)], inner))
+            return [_DATETIME_MARK, *parts, obj.fold, _tz_out(obj.tzinfo, obj)]
         if t is _dt.date:
-            return msgpack.ExtType(_DATE, self._pack([obj.year, obj.month, obj.day], inner))
+            return [_DATE_MARK, obj.year, obj.month, obj.day]
         if t is _dt.time:
-            parts = [obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold]
-            return msgpack.ExtType(_TIME, self._pack([*parts, _tz_out(obj.tzinfo, None)], inner))
+            return [_TIME_MARK, obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold, _tz_out(obj.tzinfo, None)]
         if t is _dt.timedelta:
-            return msgpack.ExtType(_TIMEDELTA, self._pack([obj.days, obj.seconds, obj.microseconds], inner))
+            return [_TIMEDELTA_MARK, obj.days, obj.seconds, obj.microseconds]
         if t is Decimal:
             return msgpack.ExtType(_DECIMAL, str(obj).encode())
         if t is uuid.UUID:
@@ -138,8 +135,8 @@ class MsgpackSerializer:
     def dumps(self, value: Any) -> bytes:
         """Encode ``value``; raise ``SerializationError`` for what ``loads`` would not read back.
 
-        That is a type outside the allow-list, a payload over ``max_size``, or extension
-        types nested deeper than ``max_depth``.
+        That is a type outside the allow-list, a payload over ``max_size``, or a nesting
+        deeper than msgpack allows.
         """
         try:
             data: bytes = msgpack.packb(value, **self._packer_opts)
@@ -153,32 +150,11 @@ class MsgpackSerializer:
 
     # -- decoding ----------------------------------------------------------------
 
-    def _unpack(self, data: bytes, depth: int) -> Any:
-        """The payload inside an extension value nested ``depth`` deep (each level is a C decoder frame)."""
-        if depth > self.max_depth:
-            raise SerializationError(f"extension types nested more than max_depth={self.max_depth} deep")
-        # raw=False and use_list=True are msgpack's defaults.
-        return _unpackb(data, strict_map_key=False, ext_hook=lambda code, inner: self._ext(code, inner, depth))
-
-    def _ext(self, code: int, data: bytes, depth: int = 0) -> Any:
-        inner = depth + 1
-        if code == _TUPLE:
-            return tuple(self._unpack(data, inner))
-        if code == _SET:
-            return set(self._unpack(data, inner))
-        if code == _FROZENSET:
-            return frozenset(self._unpack(data, inner))
-        if code == _DATETIME:
-            y, mo, d, h, mi, s, us, fold, tz = self._unpack(data, inner)
-            return _dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_tz_in(tz), fold=fold)
-        if code == _DATE:
-            return _dt.date(*self._unpack(data, inner))
-        if code == _TIME:
-            h, mi, s, us, fold, tz = self._unpack(data, inner)
-            return _dt.time(h, mi, s, us, tzinfo=_tz_in(tz), fold=fold)
-        if code == _TIMEDELTA:
-            days, seconds, micro = self._unpack(data, inner)
-            return _dt.timedelta(days=days, seconds=seconds, microseconds=micro)
+    def _ext(self, code: int, data: bytes) -> Any:
+        if not data:
+            mark = _MARKS.get(code)
+            if mark is not None:
+                return mark
         if code == _DECIMAL:
             return Decimal(data.decode())
         if code == _UUID:
@@ -194,8 +170,31 @@ class MsgpackSerializer:
         try:
             # Keywords passed directly: a functools.partial with keywords merges them into a new
             # dict per call, on every hit of a serializing store.
-            return _unpackb(data, strict_map_key=False, ext_hook=self._ext_hook)
+            return _unpackb(data, strict_map_key=False, ext_hook=self._ext_hook, list_hook=self._list_hook)
         except SerializationError:
             raise
         except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError, ...
             raise SerializationError(f"cannot decode payload: {type(exc).__name__}") from exc
+
+
+def _rebuild(items: list[Any]) -> Any:
+    """An array as msgpack decoded it: the structured value its first item marks, else the list."""
+    if not items or type(items[0]) is not _ExtType:  # the marks are the only extension values left
+        return items
+    code = items[0].code
+    if code == _TUPLE:
+        return tuple(items[1:])
+    if code == _SET:
+        return set(items[1:])
+    if code == _FROZENSET:
+        return frozenset(items[1:])
+    if code == _DATETIME:
+        _, y, mo, d, h, mi, s, us, fold, tz = items
+        return _dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_tz_in(tz), fold=fold)
+    if code == _DATE:
+        return _dt.date(*items[1:])
+    if code == _TIME:
+        _, h, mi, s, us, fold, tz = items
+        return _dt.time(h, mi, s, us, tzinfo=_tz_in(tz), fold=fold)
+    _, days, seconds, micro = items  # _TIMEDELTA
+    return _dt.timedelta(days=days, seconds=seconds, microseconds=micro)

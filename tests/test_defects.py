@@ -146,39 +146,70 @@ def _crafted_nested_ext(depth: int = 300) -> bytes:
 @pytest.mark.parametrize("any_store", ["memory-msgpack", pytest.param("redis", marks=pytest.mark.redis)],
                          indirect=True)
 def test_value_nested_too_deep_is_returned_warned_and_not_stored(any_store: Any) -> None:
-    """A 250-deep tuple is returned, refused by the store (not stored), warned once and counted."""
+    """A tuple nested deeper than the serializer can write (2000) is returned, refused (not stored), warned
+    once and counted; one it can write (250) is stored and read back."""
     store = any_store
     calls: list[int] = []
+
+    too_deep = _nested(2000)  # compared by identity: == on it would exhaust Python's own recursion
 
     @cache_aside(ttl=60, store=store, version=_v())
     def deep(n: int) -> Any:
         calls.append(n)
-        return _nested(n)
+        return too_deep if n == 2000 else _nested(n)
 
     with pytest.warns(CacheWarning):
-        assert deep(250) == _nested(250)
-    # Not stored, checked without reading it back (reading it back is what crashed the old code).
+        assert deep(2000) is too_deep
     if isinstance(store, MemoryStore):
         assert len(store) == 0
     else:
-        assert store.client.exists(deep.key(250)) == 0
+        assert store.client.exists(deep.key(2000)) == 0
     assert deep.stats().errors >= 1
-    assert deep(250) == _nested(250)  # no second warning (filterwarnings=error)
-    assert calls == [250, 250]
+    assert deep(2000) is too_deep  # no second warning (filterwarnings=error)
+    assert calls == [2000, 2000]
+    assert deep(250) == deep(250) == _nested(250) and calls == [2000, 2000, 250]
 
 
 def test_decoding_crafted_deeply_nested_bytes_raises_instead_of_crashing() -> None:
-    """``MsgpackSerializer().loads`` of 300 nested tuple extensions raises SerializationError (no segfault)."""
+    """``loads`` of 300 nested tuple extensions (the old, nested layout) raises SerializationError, in a thread
+    with a 256 KiB stack as in the main thread (no segfault)."""
     data = _crafted_nested_ext(300)
     proc = _run_python(f"""
-        import sys
+        import sys, threading
         from cacheaside import MsgpackSerializer, SerializationError
-        try:
-            MsgpackSerializer().loads({data!r})
-        except SerializationError:
-            sys.exit(0)
-        print("decoded without SerializationError")
-        sys.exit(3)
+        def read():
+            try:
+                MsgpackSerializer().loads({data!r})
+            except SerializationError:
+                return
+            print("decoded without SerializationError")
+            sys.exit(3)
+        read()
+        threading.stack_size(256 * 1024)
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+    """)
+    _assert_clean_exit(proc)
+
+
+def test_a_reader_thread_with_a_small_stack_reads_deep_values() -> None:
+    """What the serializer writes, a reader with a 256 KiB stack (musl's default is smaller still) reads:
+    a payload is decoded by one C decoder call, not one per nested tuple."""
+    proc = _run_python("""
+        import datetime, threading
+        from cacheaside import MsgpackSerializer
+        s = MsgpackSerializer()
+        v = (frozenset({1}), datetime.datetime(2020, 1, 1), datetime.timedelta(1))
+        for _ in range(500):
+            v = (v, {1})
+        data = s.dumps(v)
+        out = []
+        threading.stack_size(256 * 1024)
+        t = threading.Thread(target=lambda: out.append(s.loads(data) == v))
+        t.start()
+        t.join()
+        assert out == [True], out
     """)
     _assert_clean_exit(proc)
 

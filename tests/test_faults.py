@@ -720,3 +720,59 @@ def test_a_value_the_serializer_refuses_is_not_a_store_incident(
     assert not [r for r in caplog.records if "store failed" in r.getMessage()]
     assert f.stats().errors == 6
     store.close()
+
+
+# -- incidents: one per outage of a kind of work, however calls alternate; the right advice
+
+
+def test_a_store_that_serves_reads_but_refuses_writes_is_one_incident(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under maxmemory with noeviction, hits work and fills fail: one warning, not one per call."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cacheaside")
+    store = make_store(server.url, breaker=CircuitBreaker(100, RESET))
+    calls: list[int] = []
+
+    @cache_aside(ttl=60, store=store)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    f(0)  # cached before memory runs out: later calls of f(0) hit
+    control = redis.Redis.from_url(server.url)
+    control.config_set("maxmemory-policy", "noeviction")
+    control.config_set("maxmemory", 1)
+    try:
+        for i in range(1, 9):
+            assert f(0) == 0 and f(i) == i  # a hit, then a miss whose fill fails
+    finally:
+        control.config_set("maxmemory", 0)
+        control.close()
+    assert f.stats().hits >= 8 and f.stats().errors >= 8
+    started = [r for r in caplog.records if "store failed" in r.getMessage()]
+    ended = [r for r in caplog.records if "answers again" in r.getMessage()]
+    assert len(started) == 1 and not ended
+    assert f(99) == 99 and f(99) == 99  # memory back: a fill that works ends the incident
+    assert len([r for r in caplog.records if "answers again" in r.getMessage()]) == 1
+    store.close()
+
+
+def test_a_user_without_a_right_the_scripts_need_is_told_which_rights_to_grant(server: RedisServer) -> None:
+    control = redis.Redis.from_url(server.url)
+    control.execute_command("ACL", "SETUSER", "notime", "on", ">pw", "~*", "+@read", "+@write", "+@scripting",
+                            "+blpop")
+    try:
+        store = RedisStore.from_url(f"redis://notime:pw@127.0.0.1:{server.port}/0", prefix="nt", retry=None)
+
+        @cache_aside(ttl=60, store=store)
+        def f(x: int) -> int:
+            return x
+
+        with pytest.warns(CacheWarning, match=r"may not run a command.*\+@keyspace \+time"):
+            assert f(1) == 1
+        store.close()
+    finally:
+        control.execute_command("ACL", "DELUSER", "notime")
+        control.close()

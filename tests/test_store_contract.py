@@ -213,3 +213,12 @@ def test_purge_evicts_everything_under_the_prefix(driven: Driven) -> None:
     driven.purge()
     assert driven.get(a) is None and not driven.leased(b)
     assert driven.set(b, entry(2), lease) is False
+
+
+def test_an_empty_tag_is_a_tag(driven: Driven) -> None:
+    """``tags=["{region}"]`` with ``region=""`` gives the tag "": it is evicted by ``invalidate_tags("")``."""
+    k, other_key = key(driven, "empty-tag"), key(driven, "no-tag")
+    fill(driven, k, 1, "")
+    fill(driven, other_key, 2)
+    driven.delete([], [""])
+    assert driven.get(k) is None and driven.get(other_key) is not None

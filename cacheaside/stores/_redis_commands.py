@@ -12,6 +12,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from .._encoding import escape
 from .._types import CORRUPT, Entry, Lease
 from ..serializers import Serializer
 from . import redis_scripts as lua
@@ -107,7 +108,7 @@ class Commands:
         count = len(names)
         unique = list(dict.fromkeys(tags))
         names.extend(lua.tag_key(self.prefix, t) for t in unique)
-        args = [count, self.prefix, *(tag_text((t,)) for t in unique)]
+        args = [count, self.prefix, *(escape(t) for t in unique)]
         return {"script": self._delete, "keys": names, "args": args}
 
     def _entry(self, key: str, data: bytes | None) -> Entry | None:

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["diagnose", "is_async_client", "is_fault", "is_transient", "stall_risks"]
+__all__ = ["RIGHTS", "diagnose", "is_async_client", "is_fault", "is_transient", "stall_risks"]
 
 _SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
 _ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
@@ -45,17 +45,27 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (redis.ConnectionError, ConnectionError)) and not isinstance(exc, redis.TimeoutError)
 
 
+#: The rights the store's user needs, on its keys (``<prefix>:*`` and ``<prefix>|*``); see the README.
+RIGHTS = "+@read +@write +@scripting +@keyspace +time"
+
+#: How Redis words a refusal by ACL of a command run inside a script (a plain ResponseError).
+_SCRIPT_NOPERM = ("can't run this command", "no permissions")
+
+
 def diagnose(exc: BaseException) -> str | None:
     """What is wrong with the server's setup when ``exc`` says it refused the store's commands, else None."""
-    if isinstance(exc, redis.exceptions.NoPermissionError):
+    message = str(exc)
+    if isinstance(exc, redis.exceptions.NoPermissionError) or (
+        isinstance(exc, redis.ResponseError) and any(words in message for words in _SCRIPT_NOPERM)
+    ):
         return (
-            f"the Redis user may not run a command the store needs ({exc}). Grant it the store's commands "
-            "(e.g. ACL SETUSER <user> +@read +@write +@scripting +blpop), see the README."
+            f"the Redis user may not run a command the store needs ({message}). Grant it {RIGHTS} on the "
+            "store's keys, e.g. ACL SETUSER <user> ~<prefix>:* ~<prefix>|* " + RIGHTS + " (see the README)."
         )
-    refused = isinstance(exc, redis.ResponseError) and not str(exc).startswith(("WRONGTYPE", "NOSCRIPT"))
+    refused = isinstance(exc, redis.ResponseError) and not message.startswith(("WRONGTYPE", "NOSCRIPT"))
     if refused and not is_fault(exc):
         return (
-            f"the Redis server refused a command of the store ({exc}). The store needs Redis 6.2 or newer "
+            f"the Redis server refused a command of the store ({message}). The store needs Redis 6.2 or newer "
             "(ZADD GT, float BLPOP timeouts) with scripting (EVALSHA) allowed."
         )
     return None

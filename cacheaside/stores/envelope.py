@@ -10,7 +10,8 @@ Layout (little-endian)::
     22  grace       double   seconds past ttl it is kept for stale serving
     30  delta       double   seconds its computation took
     38  tags size   uint16   bytes of the tags that follow
-    40  tags        the entry's tags, escaped (``keys.escape``) and joined by ","
+    40  tags        the entry's tags, escaped (``keys.escape``), each followed by "," and the
+                    first preceded by one (",a,b,"; empty when it has none, "," + "," for a tag "")
     40+n value      the serializer's bytes
 
 The header is fixed so that the store's Lua scripts can read it without decoding the
@@ -48,8 +49,12 @@ def key_check(key: str) -> int:
 
 
 def tag_text(tags: tuple[str, ...]) -> bytes:
-    """The tags as stored in an entry (and in a lease, for fills in progress)."""
-    return ",".join(escape(t) for t in tags).encode()
+    """The tags as stored in an entry (and in a lease, for fills in progress): ",a,b,", or empty.
+
+    Every tag sits between commas (escaping leaves none in a tag), so a script finds tag ``t``
+    by looking for ",t,", the empty tag included.
+    """
+    return ("," + "".join(escape(t) + "," for t in tags)).encode() if tags else b""
 
 
 def encode(key: str, entry: Entry, serializer: Serializer) -> bytes:

@@ -189,7 +189,7 @@ return 0
 )
 
 #: KEYS: n entries, then tag sets; ARGV: n, prefix, then each tag set's tag (escaped, as in
-#: the envelope). Deletes the entries and their leases (revoking every outstanding fill),
+#: the envelope, without its commas). Deletes the entries and their leases (revoking every outstanding fill),
 #: and of each tag set's members those whose entry or lease still carries the tag (and the
 #: tag sets), and wakes their waiters.
 DELETE = (
@@ -217,11 +217,11 @@ local function carries(k, lease, tag)
     local size = struct.unpack('<H', head, {HEADER_SIZE - 1})
     if size > 0 then
       local tags = redis.call('GETRANGE', k, {HEADER_SIZE}, {HEADER_SIZE - 1} + size)
-      if string.find(',' .. tags .. ',', needle, 1, true) then return true end
+      if string.find(tags, needle, 1, true) then return true end
     end
   end
   local g = redis.pcall('HGET', lease, 'g')
-  return type(g) == 'string' and string.find(',' .. g .. ',', needle, 1, true) ~= nil
+  return type(g) == 'string' and string.find(g, needle, 1, true) ~= nil
 end
 local n = tonumber(ARGV[1])
 for i = 1, n do drop(KEYS[i], lease_of_key(KEYS[i])) end

@@ -84,7 +84,10 @@ class BoundCached(wrapt.BoundFunctionWrapper[..., Any]):
             return site, None, False, args
         why = keys.keyed_by_instance()
         if why is not None:
-            raise TypeError(f"{site.name}: its key includes {why}; pass the instance: .key(obj, ...)")
+            raise TypeError(
+                f"{site.name}: its key includes {why}; reached through the class, pass the instance first "
+                "(Cls.method.invalidate(obj, ...), .key(obj, ...), .refresh(obj, ...))"
+            )
         return site, None, True, args  # Cls.method.invalidate(7): the key leaves the instance out
 
     def key(self, *args: Any, **kwargs: Any) -> str:

@@ -101,7 +101,11 @@ def norm(value: Any) -> Any:
             part = cache_key()
         except Exception as exc:
             raise Unsupported(value, f"its __cache_key__() raised {type(exc).__name__}") from None
-        return _ExtType(11, _packb([_type_name(t), norm(part)]))
+        try:
+            return _ExtType(11, _packb([_type_name(t), norm(part)]))
+        except Unsupported as inner:
+            reason = f"its __cache_key__() returned a {inner.value_type.__module__}.{inner.value_type.__qualname__}"
+            raise Unsupported(value, inner.reason or reason) from None
     if isinstance(value, enum.Enum):
         return _ExtType(10, f"{_type_name(t)}.{value.name}".encode())
     if isinstance(value, _dt.datetime):

@@ -5,19 +5,29 @@ are known (the flows are I/O-free generators). A flight is keyed by (store, key,
 token, event loop): keying by the lease token is what keeps a call that starts after an
 eviction from joining a computation that started before it (the eviction revoked the
 token, so the new call gets a new one and starts its own flight).
+
+A computation runs with its flight's key in a context variable (``computing``), which
+the tasks and ``asyncio.to_thread`` calls it starts inherit: a call made from within it
+on the same key (recursion, nested functions sharing a key) is re-entrant and computes
+instead of waiting for itself. Joiners wait until the flight's deadline: ``lease_timeout``
+after the leader began, pushed back while the leader waits for another process's holder
+and when it starts computing, so a leader that never finishes holds them that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import threading
-from collections.abc import Hashable
+import time
+from collections.abc import Hashable, Iterator
 from typing import Any, Final
 
-__all__ = ["JOIN", "LEAD", "REENTER", "Flight", "Outcome", "flights"]
+__all__ = ["JOIN", "LEAD", "REENTER", "Flight", "Outcome", "computing", "flights"]
 
 #: ``lead_or_join`` roles: compute for everyone, wait for the leader, or compute alone
-#: because the leader is this very thread or task (a re-entrant call must not wait for itself).
+#: because the call is made from within the computation of that very flight (it must not wait for itself).
 LEAD: Final = "lead"
 JOIN: Final = "join"
 REENTER: Final = "reenter"
@@ -49,17 +59,20 @@ class Flight:
 
     Sync flights signal a ``threading.Event``, made when the first joiner arrives (most
     flights have none); async flights resolve an ``asyncio.Future`` of the leader's loop.
-    ``leader`` is the thread (sync) or task (async) computing, so that a call it makes on
-    the same key is recognised as re-entrant.
     """
 
-    __slots__ = ("event", "future", "leader", "outcome")
+    __slots__ = ("deadline", "event", "future", "outcome")
 
-    def __init__(self, loop: Any, leader: Hashable) -> None:
+    def __init__(self, loop: Any, timeout: float) -> None:
         self.outcome: Outcome | None = None
         self.event: threading.Event | None = None
         self.future: asyncio.Future[Outcome] | None = None if loop is None else loop.create_future()
-        self.leader = leader
+        #: Until when joiners wait (monotonic seconds).
+        self.deadline = time.monotonic() + timeout
+
+    def extend(self, timeout: float) -> None:
+        """The leader starts computing now: joiners wait up to ``timeout`` from here."""
+        self.deadline = max(self.deadline, time.monotonic() + timeout)
 
     def finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -69,30 +82,45 @@ class Flight:
         elif self.event is not None:
             self.event.set()
 
-    def wait(self, timeout: float) -> Outcome | None:
-        """A sync joiner: the leader's outcome, or None if it took longer than ``timeout``."""
+    def wait(self) -> Outcome | None:
+        """A sync joiner: the leader's outcome, or None if the flight's deadline passed first."""
         assert self.event is not None  # made by lead_or_join for the first joiner
-        return self.outcome if self.event.wait(timeout) else None
+        while (remaining := self.deadline - time.monotonic()) > 0:
+            if self.event.wait(remaining):
+                return self.outcome
+        return self.outcome
 
-    async def await_outcome(self, timeout: float) -> Outcome | None:
-        """An async joiner: the leader's outcome, or None after ``timeout``.
+    async def await_outcome(self) -> Outcome | None:
+        """An async joiner: the leader's outcome, or None after the deadline.
 
         Shielded: a cancelled joiner must not cancel the leader's result for the others.
         """
         assert self.future is not None
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.future), timeout)
-        except asyncio.TimeoutError:
-            return None
+        while (remaining := self.deadline - time.monotonic()) > 0:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.future), remaining)
+            except asyncio.TimeoutError:
+                continue  # the deadline may have moved
+        return self.outcome
 
 
-def _current(loop: Any) -> Hashable:
-    """Who is computing: the task on an event loop, else the thread."""
-    if loop is not None:
-        task = asyncio.current_task()
-        if task is not None:
-            return task
-    return threading.get_ident()
+#: The flights the current context is computing (inherited by the tasks and threads it starts).
+_computing: contextvars.ContextVar[frozenset[Hashable]] = contextvars.ContextVar(
+    "cacheaside_computing", default=frozenset()
+)
+
+
+@contextlib.contextmanager
+def computing(fkey: Hashable | None) -> Iterator[None]:
+    """Run the leader's computation of flight ``fkey`` (None: not a leader's, nothing to mark)."""
+    if fkey is None:
+        yield
+        return
+    token = _computing.set(_computing.get() | {fkey})
+    try:
+        yield
+    finally:
+        _computing.reset(token)
 
 
 class _Flights:
@@ -102,19 +130,19 @@ class _Flights:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, Flight] = {}
 
-    def lead_or_join(self, fkey: Hashable, loop: Any) -> tuple[Flight, str]:
-        """The flight of ``fkey`` and this caller's role in it (``LEAD``, ``JOIN`` or ``REENTER``)."""
-        me = _current(loop)
+    def lead_or_join(self, fkey: Hashable, loop: Any, timeout: float) -> tuple[Flight | None, str]:
+        """The flight of ``fkey`` and this caller's role in it (``LEAD``, ``JOIN``, or ``REENTER``
+        with no flight); joiners wait up to ``timeout`` past the leader's start."""
+        if fkey in _computing.get():
+            return None, REENTER
         with self._lock:
             flight = self._flights.get(fkey)
             if flight is not None:
-                if flight.leader == me:
-                    return flight, REENTER
                 if flight.future is None and flight.event is None:
                     # Under the lock the leader unregisters with before finishing: it will see this.
                     flight.event = threading.Event()
                 return flight, JOIN
-            flight = self._flights[fkey] = Flight(loop, me)
+            flight = self._flights[fkey] = Flight(loop, timeout)
             return flight, LEAD
 
     def finish(self, fkey: Hashable, flight: Flight, outcome: Outcome) -> None:

@@ -114,8 +114,8 @@ class CallSite:
         self.counters.errors += 1
         self._warn_once(
             "ttl",
-            f"ttl(result) or unless(result) failed ({type(exc).__name__}: {exc}); the value was returned "
-            "uncached. Make ttl return seconds (0 or less stores nothing).",
+            f"ttl(result) or unless(result) raised or gave no number of seconds ({type(exc).__name__}: {exc}); "
+            "the value was returned uncached. Fix that callable (a ttl of 0 or less stores nothing).",
         )
 
     def refresh_failed(self, exc: BaseException) -> None:

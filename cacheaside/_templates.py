@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from ._encoding import escape
-from .exceptions import CacheKeyError
+from .exceptions import CacheKeyError, warn
 
-__all__ = ["FORMATTER", "check_template", "field_text", "render_tag", "template_fields"]
+__all__ = ["FORMATTER", "check_template", "field_text", "render_tag", "template_fields", "warn_on_ambiguous_fields"]
 
 
 def field_text(value: Any) -> str:
@@ -75,3 +75,23 @@ def render_tag(template: str, mapping: Mapping[str, Any], owner: str) -> str:
         ) from None
 
 
+def warn_on_ambiguous_fields(template: str, parts: list[Any], name: str) -> None:
+    """Warn when two fields are separated only by characters substituted values keep (``A-Za-z0-9_.-``):
+    ``"doc:{tenant}-{doc}"`` gives ``("acme-corp", "1")`` and ``("acme", "corp-1")`` one key."""
+    previous = None
+    for literal, field, _, _ in parts:
+        if previous is not None and (field is not None) and _KEPT.fullmatch(literal):
+            sep = f"separated only by {literal!r}" if literal else "side by side"
+            warn(
+                f"{name}: key template {template!r} has {{{previous}}} and {{{field}}} {sep}, which substituted "
+                "values may contain as they are, so different arguments can give one key; separate fields "
+                "with a character that is escaped, such as ':' or '/'."
+            )
+            return
+        if field is not None:
+            previous = field
+        elif literal:
+            previous = None
+
+
+_KEPT = re.compile(r"[A-Za-z0-9_.\-]*")

@@ -1,4 +1,7 @@
-"""Plain data shared by every layer: ``MISS``, the stored ``Entry``, ``CORRUPT``, ``Lease`` and ``to_seconds``."""
+"""Plain data shared by every layer: ``MISS``, the stored ``Entry``, ``CORRUPT``, ``Lease`` and ``to_seconds``.
+
+Whether an entry is fresh is the read policy's to say (``policy.fresh``, ``policy.ReadPolicy.decide``).
+"""
 
 from __future__ import annotations
 
@@ -38,13 +41,6 @@ class Entry:
     delta: float = 0.0
     tags: tuple[str, ...] = ()
 
-    def late(self, now: float) -> float:
-        """Seconds past its freshness at ``now``; negative while fresh. The freshness rule, once."""
-        return now - self.stored_at - self.ttl
-
-    def fresh(self, now: float) -> bool:
-        """Whether the entry can be served as a hit at ``now``."""
-        return self.late(now) < 0
 
     @property
     def retain(self) -> float:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._calls import acall, acall_again, call, call_again, keep_task
+from ._flights import computing
 from ._settings import settings
 from ._site import CallSite
 from .evictions import aevict, evict
@@ -68,11 +69,12 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
             elif code == CALL:
                 started = time.monotonic()
                 try:
-                    send = Outcome(compute(), elapsed=time.monotonic() - started)
+                    with computing(op[1]):
+                        send = Outcome(compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
             elif code == JOIN:
-                send = op[1].wait(store.lease_timeout)
+                send = op[1].wait()
             elif code == SPAWN:
                 threading.Thread(target=run, args=(op[1](), site, store, compute), daemon=True).start()
                 send = None
@@ -107,11 +109,12 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
             elif code == CALL:
                 started = time.monotonic()
                 try:
-                    send = Outcome(await compute(), elapsed=time.monotonic() - started)
+                    with computing(op[1]):
+                        send = Outcome(await compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
             elif code == JOIN:
-                send = await op[1].await_outcome(store.lease_timeout)
+                send = await op[1].await_outcome()
             elif code == SPAWN:
                 keep_task(asyncio.ensure_future(arun(op[1](), site, store, compute)))
                 send = None

@@ -10,8 +10,9 @@ Operations::
 
     (STORE, name, args)   call store.<name>(*args) (or a<name> on async stores);
                           receive its result, or a ``Failure`` if it raised
-    (CALL,)               run the wrapped function; receive an ``Outcome``
-    (JOIN, flight)        wait (up to the store's lease_timeout) for another caller's
+    (CALL, fkey)          run the wrapped function (as the leader of flight ``fkey``, or
+                          None); receive an ``Outcome``
+    (JOIN, flight)        wait (until the flight's deadline) for another caller's
                           computation; receive its ``Outcome``, or None if it took longer
     (SPAWN, make_flow)    run ``make_flow()`` in the background (a thread or a task)
 
@@ -79,7 +80,7 @@ def read(site: CallSite, store: Any, key: str, entry: Entry | None, verdict: str
             force = True  # the store's clock found it fresh, this call's does not: take the lease
             continue
         fkey = (store, key, lease.token, loop)
-        flight, role = flights.lead_or_join(fkey, loop)
+        flight, role = flights.lead_or_join(fkey, loop, store.lease_timeout)
         if role is REENTER:
             # Called from within its own computation of this key: compute, don't wait for itself.
             counters.misses += 1
@@ -97,6 +98,7 @@ def read(site: CallSite, store: Any, key: str, entry: Entry | None, verdict: str
                 return (yield from _compute(site, store, key, None, names, fallback))
             return outcome
         counters.misses += 1
+        assert flight is not None
         return (yield from _lead(site, store, key, lease, names, fallback, fkey, flight))
     # Leaders kept abandoning their computations: compute without the cache.
     counters.misses += 1
@@ -117,7 +119,9 @@ def _lead(
     outcome = Outcome(abandoned=True)
     try:
         if not lease.owner:
-            # Another process holds the lease: wait (bounded) for its value, then take over.
+            # Another process holds the lease: wait (bounded) for its value, then take over. Joiners
+            # in this process wait for that wait and for the computation that may follow it.
+            flight.extend(2 * store.lease_timeout)
             found = yield (STORE, "watch", (key, lease, store.lease_timeout))
             if isinstance(found, Failure):
                 site.store_failed(found.exc)
@@ -133,7 +137,8 @@ def _lead(
                 return outcome
             else:
                 lease = retry if retry.entry is None else lease
-        outcome = yield from _compute(site, store, key, lease, tags, fallback)
+        flight.extend(store.lease_timeout)  # joiners in this process wait for this computation
+        outcome = yield from _compute(site, store, key, lease, tags, fallback, fkey)
         return outcome
     finally:
         flights.finish(fkey, flight, outcome)
@@ -146,9 +151,11 @@ def _compute(
     lease: Lease | None,
     tags: tuple[str, ...],
     fallback: Entry | None,
+    fkey: Hashable | None = None,
 ) -> Flow:
-    """Run the function and store its result under ``lease`` (None or not owned: don't store)."""
-    outcome: Outcome = yield (CALL,)
+    """Run the function (as the leader of flight ``fkey``, if any) and store its result under
+    ``lease`` (None or not owned: don't store)."""
+    outcome: Outcome = yield (CALL, fkey)
     owned = lease is not None and lease.owner
     if outcome.exc is not None:
         if owned:
@@ -202,8 +209,8 @@ def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, back
     if not background:
         return (yield from _compute(site, store, key, lease, names, None))
     fkey = (store, key, lease.token, loop)
-    flight, role = flights.lead_or_join(fkey, loop)
-    if role is not LEAD_ROLE:
+    flight, role = flights.lead_or_join(fkey, loop, store.lease_timeout)
+    if role is not LEAD_ROLE or flight is None:
         return Outcome()
     outcome = yield from _lead(site, store, key, lease, names, None, fkey, flight)
     if outcome.exc is not None and isinstance(outcome.exc, Exception):

@@ -35,7 +35,7 @@ from ._encoding import (
     memo,
     norm,
 )
-from ._templates import FORMATTER, check_template, field_text, render_tag, template_fields
+from ._templates import FORMATTER, check_template, field_text, render_tag, template_fields, warn_on_ambiguous_fields
 from .exceptions import CacheKeyError
 
 __all__ = ["KeyBuilder", "check_template", "digest", "encode_values", "escape", "render_tag", "template_fields"]
@@ -90,7 +90,11 @@ class KeyBuilder:
     ) -> None:
         self.name = name
         self.binding = binding
-        self.signature = inspect.signature(func)
+        try:
+            self.signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: its signature cannot be read ({exc}); wrap it in a function of your own") \
+                from None
         self.params = list(self.signature.parameters.values())
         self.template = template
         self.key_fn = key_fn
@@ -123,6 +127,7 @@ class KeyBuilder:
                 raise ValueError(f"{name}: key= is an empty template, which gives one key for every call")
             check_template(template, names, name, "key template")
             parts = list(FORMATTER.parse(template))
+            warn_on_ambiguous_fields(template, parts, name)
             if all(f is None or (f.isidentifier() and not spec and not conv) for _, f, spec, conv in parts):
                 self._fields = [(lit, f) for lit, f, _, _ in parts]
             # The same fields by position, for calls that pass every parameter positionally.
@@ -244,17 +249,17 @@ class KeyBuilder:
         names = [p.name for p in self.params if p.name not in self.ignore]
         if self.first is not None and self.first in names:
             names.remove(self.first)
-        where = "an argument"
+        where, culprit = "an argument", exc.value_type
         for pname, value in zip(names, values, strict=False):
             try:
                 norm(value)
             except (Unsupported, RecursionError):
-                where = f"parameter {pname!r}"
+                where, culprit = f"parameter {pname!r}", type(value)
                 break
         else:
             if len(values) > len(names):
-                where = f"the instance ({self.first})"
-        what = f"is a {exc.value_type.__module__}.{exc.value_type.__qualname__}"
+                where, culprit = f"the instance ({self.first})", type(values[-1])
+        what = f"is a {culprit.__module__}.{culprit.__qualname__}"
         if exc.reason:
             return CacheKeyError(
                 f"{self.name}: {where} {what} that cannot be part of a cache key: {exc.reason}. Leave it out "
@@ -280,11 +285,20 @@ class KeyBuilder:
         """Why keys include the instance or class; None when they leave it out (or it is not known yet)."""
         if self.first is None or self.ignore_instance:
             return None
+        if self.template is not None and self.first in template_fields(self.template):
+            what = "class" if self.binding == "classmethod" else "instance"
+            return f"the {what} (its template uses {{{self.first}}})"
         if self.binding == "classmethod":
             return f"the class ({self.first}), so that subclasses get their own entries"
         if self.owner_class is not None and hasattr(self.owner_class, "__cache_key__"):
             return f"the instance ({self.owner}.__cache_key__())"
         return None
+
+    def _supplied_by(self, writer_kind: str) -> bool:
+        """Whether a writer of this kind ("function", "method", "classmethod", "staticmethod") can give
+        the instance or class this function's key needs: a method its ``self`` (or its class), a
+        classmethod its ``cls`` (for a classmethod target only)."""
+        return writer_kind == "method" or (writer_kind == "classmethod" and self.binding == "classmethod")
 
     def check_writer_class(self, writer: str, writer_class: type) -> None:
         """A writer method's class, once it exists: ValueError if it cannot supply a key's instance or class."""
@@ -296,12 +310,13 @@ class KeyBuilder:
                 "Evict it by tags= or keys= instead."
             )
 
-    def for_writer(self, writer: str, supplies: Collection[str], is_method: bool) -> WriterKey:
+    def for_writer(self, writer: str, supplies: Collection[str], writer_kind: str) -> WriterKey:
         """How a writer's arguments, by name, give this function's key; ValueError if they can't.
 
-        ``supplies`` are the writer's parameter names; ``is_method``: the writer is a method, so
-        its own ``self``/``cls`` can supply a key that includes the instance or class (if it is
-        one of the function's class; ``check_writer_class`` checks that once the class exists).
+        ``supplies`` are the writer's parameter names (without its own ``self``/``cls``);
+        ``writer_kind`` is "function", "method", "classmethod" or "staticmethod": a method's own
+        ``self``/``cls`` can supply a key that includes the instance or class (if it is one of the
+        function's class; ``check_writer_class`` checks that once the writer's class exists).
         """
         if self.key_fn is not None:
             needed = [
@@ -312,11 +327,6 @@ class KeyBuilder:
             fields = template_fields(self.template)
             defaults = {p.name for p in self.params if p.default is not p.empty}
             needed = [f for f in fields if f not in defaults and f != self.first]
-            if self.first is not None and self.first in fields and not is_method:
-                raise ValueError(
-                    f"{writer} cannot evict {self.name}: its key template uses {{{self.first}}}, which only "
-                    "a method of its class can supply; make the writer such a method, or evict by tags= or keys=."
-                )
         else:
             needed = [
                 p.name for p in self.params
@@ -331,7 +341,7 @@ class KeyBuilder:
                     f"decorators) or explicit keys (keys=)."
                 )
         why = self.keyed_by_instance()
-        if why is not None and not is_method:
+        if why is not None and not self._supplied_by(writer_kind):
             raise ValueError(
                 f"{writer} cannot evict {self.name}: its key includes {why}, which only a method of "
                 f"{self.owner} (or of a subclass) can supply. Make the writer such a method, or evict by "

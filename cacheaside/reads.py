@@ -130,6 +130,15 @@ def _beta(value: Any, name: str) -> float | None:
     return float(value)
 
 
+def _jitter(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: jitter= must be a fraction (0 to 1), got {type(value).__name__}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name}: jitter= must be a fraction from 0 (no jitter) up to, not including, 1; "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _claim(namespace: str, raw: Any, name: str) -> None:
     """Warn when another live function object already uses ``namespace``: they would share entries."""
     ref = _namespaces.get(namespace)
@@ -168,6 +177,7 @@ def cache_aside(
     stale_while_revalidate: float | timedelta = 0,
     stale_if_error: float | timedelta = 0,
     early_refresh: float | None = None,
+    jitter: float = 0,
 ) -> Decorator: ...
 def cache_aside(
     func: Any = None,
@@ -184,6 +194,7 @@ def cache_aside(
     stale_while_revalidate: float | timedelta = 0,
     stale_if_error: float | timedelta = 0,
     early_refresh: float | None = None,
+    jitter: float = 0,
 ) -> Any:
     """Cache a read function's results (cache-aside): look up, fall through on a miss, store with a ttl.
 
@@ -204,6 +215,8 @@ def cache_aside(
         stale_while_revalidate: seconds past ttl a stale value is served while one refresh runs.
         stale_if_error: seconds past ttl a stale value replaces an exception of the function.
         early_refresh: XFetch beta; recompute before expiry with a rising probability.
+        jitter: shorten each stored ttl by a random share of up to this fraction, so entries
+            written together do not expire together.
 
     Raises:
         TypeError, ValueError: at decoration time, for a bad option, template or store.
@@ -241,6 +254,7 @@ def cache_aside(
             stale_while_revalidate=_window(stale_while_revalidate, name, "stale_while_revalidate"),
             stale_if_error=_window(stale_if_error, name, "stale_if_error"),
             early_refresh=_beta(early_refresh, name),
+            jitter=_jitter(jitter, name),
         )
         site = CallSite(
             name=name, keys=keys, policy=policy, tags=tag_templates, store=store, is_async=is_async,

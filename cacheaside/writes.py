@@ -21,6 +21,7 @@ from ._binding import BoundCached, Cached
 from ._settings import settings
 from ._site import CallSite, check_store
 from .evictions import aevict, evict, owe
+from .exceptions import warn
 from .flow import Failure
 from .keys import WriterKey, check_template, class_qualname, render_tag
 from .reads import describe
@@ -63,6 +64,7 @@ class _Writer:
         self.keys_fn = keys_fn
         self.store = store
         self.is_async = is_async
+        self._prefix_warned = False
 
     def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
         """What to evict, per store, from the arguments as passed (before the write can change them)."""
@@ -76,6 +78,8 @@ class _Writer:
         for site, key_of in self.targets:
             try:
                 store = site.resolve_store()
+                if not self.is_async and not store.nonblocking and not store.serves_sync:
+                    raise TypeError(f"{site.name}'s store {store!r} serves async code only; make {self.name} async")
                 key = key_of(store.prefix, instance, mapping)
             except Exception as exc:
                 self._failed(exc, f"the key of {site.name}", [site])
@@ -85,10 +89,16 @@ class _Writer:
             entry[2].append(site)
         extra: list[str] = []
         if self.keys_fn is not None:
+            sites = [site for site, _ in self.targets]
             try:
-                extra = self._explicit_keys(self.keys_fn(*args, **kwargs))
+                returned = self.keys_fn(*args, **kwargs)
+                returned = [returned] if isinstance(returned, str) else list(returned)  # one key, not its chars
             except Exception as exc:
-                self._failed(exc, "keys=", [site for site, _ in self.targets])
+                self._failed(exc, "keys=", sites)
+                returned = []
+            extra = [k for k in returned if isinstance(k, str)]
+            if len(extra) < len(returned):  # the others are still evicted
+                self._failed(TypeError("keys= returned something other than key names (str)"), "keys=", sites)
         tags: list[str] = []
         for template in self.tags:
             try:
@@ -101,16 +111,14 @@ class _Writer:
                 keys, tag_list, _ = plan.setdefault(store, ([], [], []))
                 keys.extend(extra)
                 tag_list.extend(tags)
+                if not self._prefix_warned and any(not k.startswith(store.prefix + ":") for k in extra):
+                    self._prefix_warned = True
+                    warn(
+                        f"{self.name}: keys= returned a key outside {store!r}, whose keys start with "
+                        f"{store.prefix + ':'!r}, so it evicts nothing there; return full key names, as "
+                        "f.key(...) gives them."
+                    )
         return plan
-
-    def _explicit_keys(self, keys: Any) -> list[str]:
-        if isinstance(keys, str):
-            return [keys]  # one key, not its characters
-        found = list(keys)
-        for k in found:
-            if not isinstance(k, str):
-                raise TypeError(f"keys= returned a {type(k).__name__} among its keys; return key names (str)")
-        return found
 
     def _failed(self, exc: Exception, what: str, sites: list[CallSite]) -> None:
         for site in sites:
@@ -208,11 +216,11 @@ def invalidates(
         raw, binding, name, is_async = describe(fn, "@invalidates")
         signature = inspect.signature(raw)
         params = list(signature.parameters)
-        is_method = binding == "classmethod" or (binding == "function" and class_qualname(raw) is not None)
-        supplies = set(params[1:] if is_method else params)
+        kind = "method" if binding == "function" and class_qualname(raw) is not None else binding
+        supplies = set(params[1:] if kind in ("method", "classmethod") else params)
         resolved = []
         for site in sites:
-            resolved.append((site, site.keys.for_writer(name, supplies, is_method)))
+            resolved.append((site, site.keys.for_writer(name, supplies, kind)))
             if not is_async and site.store is not None and not site.store.serves_sync:
                 raise ValueError(
                     f"{name} is a sync function but its target {site.name} lives on an async-only store, which "

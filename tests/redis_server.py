@@ -27,9 +27,9 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server on a free port, in its own directory; never the one on 6379."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, port: int | None = None) -> None:
         assert REDIS_SERVER is not None
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.dir = tempfile.mkdtemp(prefix="cacheaside-redis-")
         self.args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no", "--dir", self.dir, *extra]
@@ -77,3 +77,51 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A 3-primary Redis Cluster on free ports (``redis-cli --cluster create``), for cluster tests."""
+
+    def __init__(self, primaries: int = 3) -> None:
+        import redis as redis_py
+
+        self.nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                  "--cluster-node-timeout", "2000", port=_cluster_port()) for _ in range(primaries)]
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = []
+            for n in self.nodes:
+                c = redis_py.Redis(port=n.port, socket_timeout=1)
+                states.append(c.cluster("info").get("cluster_state"))
+                c.close()
+            if all(s == "ok" for s in states):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not come up")
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free and valid too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")

@@ -19,9 +19,9 @@ def counting_joiners() -> Iterator[Callable[[int], bool]]:
     waiting = threading.Semaphore(0)
     original = Flight.wait
 
-    def wait(self: Flight, timeout: float) -> Any:
+    def wait(self: Flight) -> Any:
         waiting.release()
-        return original(self, timeout)
+        return original(self)
 
     def joined(n: int) -> bool:
         return all(waiting.acquire(timeout=2) for _ in range(n))
@@ -232,3 +232,40 @@ def test_a_joiner_waits_at_most_lease_timeout_then_computes_alone() -> None:
     gate.set()
     leader.join(5)
     assert calls == ["leader", "joiner"] and read.stats().misses == 2
+
+
+def test_a_call_from_a_task_or_thread_its_computation_started_is_re_entrant_too() -> None:
+    """A nested call on the key being computed, made in a task (gather, wait_for, create_task) or a worker
+    thread (asyncio.to_thread) the computation started, computes instead of waiting for its own caller."""
+    store = MemoryStore(lease_timeout=60)  # a call that waited for itself would wait a minute
+    depth: list[str] = []
+
+    @cache_aside(ttl=60, store=store)
+    async def tree(how: str) -> str:
+        depth.append(how)
+        if len(depth) == 1:
+            inner = {
+                "gather": lambda: asyncio.gather(tree(how)),
+                "wait_for": lambda: asyncio.wait_for(tree(how), 30),
+                "task": lambda: asyncio.ensure_future(tree(how)),
+            }[how]
+            await inner()
+        return how
+
+    @cache_aside(ttl=60, store=store)
+    def sync_tree(x: int) -> int:
+        depth.append("thread")
+        return x
+
+    @cache_aside(ttl=60, store=store)
+    async def via_thread(x: int) -> int:
+        return await asyncio.to_thread(sync_tree, x)
+
+    async def scenario() -> None:
+        for how in ("gather", "wait_for", "task"):
+            depth.clear()
+            assert await asyncio.wait_for(tree(how), 3) == how
+            assert depth == [how, how]
+        assert await asyncio.wait_for(via_thread(1), 3) == 1
+
+    asyncio.run(scenario())

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cacheaside import cache_aside
+from cacheaside import MemoryStore, cache_aside
 
 from .conftest import BACKENDS, FakeClock
 from .helpers import LOOP, MODES, resolve
@@ -106,3 +106,26 @@ async def _astored(store: Any, key: str, value: Any, timeout: float = 2.0) -> bo
             return True
         await asyncio.sleep(0.001)
     return False
+
+
+def test_jitter_shortens_each_stored_ttl_by_up_to_its_fraction(clock: Any) -> None:
+    """jitter=0.5, ttl=100: every entry keeps 50 to 100 s, and entries written together differ."""
+    store = MemoryStore(clock=clock)  # jitter is the policy's: one store shows it
+
+    @cache_aside(ttl=100, jitter=0.5, store=store)
+    def f(x: int) -> int:
+        return x
+
+    ttls = set()
+    for i in range(30):
+        f(i)
+        entry = store.get(f.key(i))
+        assert entry is not None
+        ttls.add(entry.ttl)
+    assert all(50 <= t <= 100 for t in ttls) and len(ttls) > 1
+
+
+@pytest.mark.parametrize("jitter, error", [(1, ValueError), (-0.1, ValueError), ("0.1", TypeError), (True, TypeError)])
+def test_bad_jitter_fails_at_decoration(jitter: Any, error: type) -> None:
+    with pytest.raises(error, match=r"jitter= must be a fraction"):
+        cache_aside(ttl=1, jitter=jitter)(lambda x: x)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cacheaside import CacheKeyError, MemoryStore, cache_aside
+from cacheaside import CacheKeyError, CacheWarning, MemoryStore, cache_aside
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(), st.binary(),
@@ -384,3 +384,20 @@ def test_a_template_that_cannot_be_formatted_is_a_cache_key_error_naming_it() ->
 
     with pytest.raises(CacheKeyError, match=r"key template 'order:\{order.id\}' cannot be formatted.*AttributeError"):
         f.key(object())
+
+
+@pytest.mark.parametrize("template", ["doc:{tenant}-{doc}", "{tenant}{doc}", "doc:{tenant}.{doc}"])
+def test_fields_separated_only_by_kept_characters_warn_at_decoration(template: str) -> None:
+    """'acme-corp','1' and 'acme','corp-1' would share 'doc:{tenant}-{doc}': the template is flagged."""
+    with pytest.warns(CacheWarning, match=r"separate fields with a character that is escaped"):
+        @cache_aside(ttl=1, key=template)
+        def doc(tenant: str, doc: str) -> None: ...
+
+    assert doc.key("acme-corp", "1") == doc.key("acme", "corp-1") or "-" not in template
+
+
+def test_fields_separated_by_an_escaped_character_are_injective() -> None:
+    @cache_aside(ttl=1, key="doc:{tenant}:{doc}")
+    def doc(tenant: str, doc: str) -> None: ...
+
+    assert doc.key("acme:corp", "1") != doc.key("acme", "corp:1")

@@ -159,3 +159,4 @@ def test_default_store_and_ttl_are_read_at_call_time(shape: str, mode: str, cloc
     clock.advance(6)
     f(1)
     assert len(f.calls) == 2
+

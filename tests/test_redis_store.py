@@ -717,13 +717,14 @@ def test_a_value_handed_to_an_earlier_wait_is_never_served_to_a_later_one(
     held = other.acquire(key)
     waiting = rstore.acquire(key)
     assert held.owner and not waiting.owner
+    waiters = lease_key(rstore.prefix, key).removesuffix(":lease") + ":waiters"
+    assert client.exists(waiters)  # this wait is registered
     timer = threading.Timer(0.2, lambda: other.set(key, Entry("new", time.time(), 60), held))
     timer.start()
     found = rstore.watch(key, waiting, 2.0)
     timer.join()
     assert found is not None and found.value == "new"
-    time.sleep(0.05)
-    assert not client.exists("{" + key + "}:waiters")  # the hand-over cleared the waiters
+    assert not client.exists(waiters)  # the hand-over cleared the waiters (in the same script as the set)
 
 
 def test_sixteen_threads_missing_one_key_run_the_function_once(rstore: RedisStore) -> None:
@@ -851,3 +852,46 @@ def test_refresh_stores_even_while_another_process_holds_the_lease(rstore: Redis
     assert held.owner
     assert f.refresh(1) == "refreshed"
     assert f(1) == "refreshed" and f.stats().hits == 1
+
+
+def test_joiners_in_a_process_keep_single_flight_when_their_leader_takes_over(redis_server: RedisServer) -> None:
+    """Another process's holder died: this process's leader waits lease_timeout, takes over and computes;
+    the calls that joined it at the start (their lease_timeout ran out as the leader's did) wait for that
+    computation instead of each computing."""
+    with redis_store(redis_server, lease_timeout=60) as dead, \
+            redis_store(redis_server, prefix=dead.prefix, lease_timeout=0.5) as alive:
+        runs: list[int] = []
+        barrier = threading.Barrier(4)
+
+        @cache_aside(ttl=60, store=alive, key="flight:{x}")
+        def f(x: int) -> int:
+            runs.append(x)
+            time.sleep(0.1)  # well within lease_timeout
+            return x
+
+        assert dead.acquire(f.key(1)).owner  # and never fills: the process died
+        threads = [in_thread(lambda: (barrier.wait(2), f(1))[1]) for _ in range(4)]
+        for t, _ in threads:
+            t.join(5)
+        assert runs == [1] and all(out == [1] for _, out in threads)
+
+
+@pytest.mark.slow
+def test_a_cluster_client_is_told_what_does_not_work_yet() -> None:
+    """Cluster support is not there yet: the store says which features fail rather than losing evictions silently."""
+    from .redis_server import RedisCluster
+
+    cluster = RedisCluster()
+    try:
+        client = redis.RedisCluster(host="127.0.0.1", port=cluster.port, socket_timeout=0.25)
+        with pytest.warns(CacheWarning, match=r"Redis Cluster client: .*fails and is lost"):
+            store = RedisStore(client, retry=None)
+
+        @cache_aside(ttl=60, store=store, key="one:{x}")
+        def f(x: int) -> int:
+            return x
+
+        assert f(1) == 1 and f(1) == 1 and f.stats().hits == 1  # one key: hits and leases work
+        client.close()
+    finally:
+        cluster.stop()

@@ -16,6 +16,7 @@ import redis
 
 from cacheaside import MemoryStore, RedisStore
 from cacheaside._types import Entry, Lease
+from cacheaside.policy import fresh
 from cacheaside.stores import redis_scripts as lua
 
 from .conftest import redis_store
@@ -101,7 +102,7 @@ def test_a_fill_under_its_lease_is_stored_and_its_lease_let_go(driven: Driven) -
     k = key(driven, "fill")
     fill(driven, k, {"a": 1})
     found = driven.get(k)
-    assert found is not None and found.value == {"a": 1} and found.fresh(time.time())
+    assert found is not None and found.value == {"a": 1} and fresh(found, time.time())
     assert not driven.leased(k)
 
 

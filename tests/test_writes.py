@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cacheaside import MemoryStore, ainvalidate_tags, cache_aside, configure, invalidate_tags, invalidates
+from cacheaside import CacheWarning, MemoryStore, ainvalidate_tags, cache_aside, configure, invalidate_tags, invalidates
 
 from .conftest import BACKENDS
 
@@ -226,3 +228,121 @@ def test_an_async_writer_evicts_a_target_on_a_sync_store_without_blocking_its_lo
         assert get(1) == "old"
         asyncio.run(scenario())
         assert get(1) == "new" and get.stats().errors == 0
+
+
+def test_writers_that_cannot_supply_a_keys_instance_or_class_are_refused_at_decoration() -> None:
+    """A classmethod writer cannot give an instance keyed by __cache_key__; a writer that is not a method
+    of the class cannot give the {self...} of a template. Both are refused, not logged on every call."""
+
+    class Tenant:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __cache_key__(self) -> str:
+            return self.name
+
+        @cache_aside(ttl=60)
+        def get(self, uid: int) -> int:
+            return uid
+
+    with pytest.raises(ValueError, match=r"its key includes the instance"):
+        class Admin(Tenant):
+            @invalidates(Tenant.get)
+            @classmethod
+            def reset(cls, uid: int) -> None: ...
+
+    class Templated:
+        tenant = "t"
+
+        @cache_aside(ttl=60, key="t:{self.tenant}:{uid}")
+        def get(self, uid: int) -> int:
+            return uid
+
+    with pytest.raises(ValueError, match=r"its template uses \{self\}"):
+        @invalidates(Templated.get)
+        def plain(uid: int) -> None: ...
+
+    with pytest.raises((ValueError, RuntimeError)) as info:  # from __set_name__: wrapped before Python 3.12
+        class Other:
+            @invalidates(Templated.get)
+            def write(self, uid: int) -> None: ...
+    error = info.value if isinstance(info.value, ValueError) else info.value.__cause__
+    assert isinstance(error, ValueError) and "its template uses {self}" in str(error)
+
+
+@given(st.integers(), st.text(max_size=5), st.one_of(st.none(), st.booleans()), st.booleans())
+def test_a_writer_builds_the_same_key_the_reader_builds(uid: int, region: str, flag: bool | None, by_kw: bool) -> None:
+    """What ``@invalidates`` evicts is the key the reader stored: the writer's keys equal ``f.key(...)``."""
+    store = MemoryStore()
+
+    @cache_aside(ttl=60, store=store, version=1)
+    def read(uid: int, region: str = "eu", *, flag: bool | None = None) -> int:
+        return uid
+
+    @cache_aside(ttl=60, store=store, key="r:{region}:{uid}", version=2)
+    def templated(uid: int, region: str = "eu") -> int:
+        return uid
+
+    evicted: list[str] = []
+    real = store.delete
+    store.delete = lambda keys, tags=(): (evicted.extend(keys), real(keys, tags))[1]  # type: ignore[method-assign]
+
+    @invalidates(read, templated)
+    def write(region: str, uid: int, flag: bool | None = None) -> None: ...
+
+    if by_kw:
+        write(uid=uid, region=region, flag=flag)
+    else:
+        write(region, uid, flag)
+    assert evicted == [read.key(uid, region, flag=flag), templated.key(uid, region)]
+
+
+@pytest.mark.redis
+def test_a_sync_writer_whose_target_uses_an_async_default_store_writes_and_reports_it(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The configured default store is async-only: the sync writer cannot evict from it. The write runs, the
+    failure is logged and counted on the target, and nothing pretends to have evicted."""
+    from .conftest import redis_store
+
+    db = {1: "old"}
+    with redis_store(redis_server, asyncio=True) as astore:
+        configure(store=astore)
+
+        @cache_aside(ttl=60)
+        async def get(user_id: int) -> str:
+            return db[user_id]
+
+        @invalidates(get)
+        def update(user_id: int, value: str) -> None:
+            db[user_id] = value
+
+        update(1, "new")
+        assert db[1] == "new" and get.stats().errors == 1
+        assert any("could not work out the key of" in r.getMessage() for r in caplog.records)
+
+
+def test_keys_returned_by_keys_are_each_evicted_and_odd_ones_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """One bad element does not keep the good keys from being evicted; a key without the store's prefix warns."""
+    store = MemoryStore()
+    db = {1: "a", 2: "b"}
+
+    @cache_aside(ttl=60, store=store)
+    def get(i: int) -> str:
+        return db[i]
+
+    @invalidates(get, keys=lambda i: [None, get.key(2)])
+    def write(i: int) -> None:
+        db[i] = db[2] = "z"
+
+    get(1), get(2)
+    write(1)
+    assert get(1) == "z" and get(2) == "z"  # both evicted: its own key, and the good explicit key
+    assert get.stats().errors == 1 and any("keys=" in r.getMessage() for r in caplog.records)
+
+    @invalidates(keys=lambda i: f"get:{i}", store=store)  # not a full key name
+    def bare(i: int) -> None: ...
+
+    with pytest.warns(CacheWarning, match=r"keys= returned a key outside"):
+        bare(1)
+    bare(2)  # once per writer

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._encoding import escape
 from .._types import CORRUPT, Entry, Lease
+from ..policy import fresh
 from ..serializers import Serializer
 from . import redis_scripts as lua
 from .envelope import decode, encode, tag_text
@@ -119,7 +120,7 @@ class Commands:
         if reply is None or reply[1] == b"0":
             return None
         entry = self._entry(key, reply[1])
-        if entry is not None and entry is not CORRUPT and entry.fresh(self.clock()):
+        if entry is not None and entry is not CORRUPT and fresh(entry, self.clock()):
             return entry
         return None
 

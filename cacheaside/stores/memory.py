@@ -14,6 +14,7 @@ from cachetools import TLRUCache
 from .._settings import settings
 from .._types import Entry, Lease, check_prefix, to_seconds
 from ..guard import Guard
+from ..policy import fresh
 from ..serializers import Serializer
 
 __all__ = ["MemoryStore"]
@@ -105,7 +106,7 @@ class MemoryStore:
     def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
         with self._lock:
             found = None if refresh else self._data.get(key)
-            if found is not None and not found.fresh(self.clock()):
+            if found is not None and not fresh(found, self.clock()):
                 found = None
             if found is None:  # a fresh entry found meanwhile takes no lease
                 held = self._leases.get(key)

@@ -123,6 +123,13 @@ class RedisStore(Commands):
             diagnose=diagnose,
             budget=timeout or 0.25,
         )
+        if isinstance(client, (redis.RedisCluster, redis.asyncio.RedisCluster)):
+            warn(
+                "RedisStore on a Redis Cluster client: hits, leases and evictions of one key work, but an "
+                "eviction of keys in several slots (@invalidates with several targets, or with tags, "
+                "invalidate_tags) fails and is lost, and a function with tags= is never cached. Until the "
+                "store supports Cluster, use one server, or give related keys one hash tag and no tags."
+            )
         risks = stall_risks(client)
         if risks:
             warn(
@@ -210,6 +217,8 @@ class RedisStore(Commands):
         self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str] = (), px: int = 0
     ) -> Any:
         """Run ``script`` (recording a fill's ``tags`` in the same round trip); its reply."""
+        if self.serves_async:  # a sync method on an asyncio client would only make a coroutine
+            raise TypeError(f"{self!r} is on an asyncio client: use its a-methods (from async code)")
         try:
             reply = self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:

@@ -21,7 +21,20 @@ from .drivers import akept_out, arun, kept_out, make_areader, make_reader, run, 
 from .evictions import aevict, evict
 from .stats import CacheStats
 
-__all__ = ["BoundCached", "Cached"]
+__all__ = ["BoundCached", "Cached", "site_of"]
+
+
+def site_of(obj: Any) -> CallSite | None:
+    """The call site of a decorated function, or of one reached through an instance or class; else None.
+
+    A bound wrapper reaches its function's wrapper through ``_self_parent``, the one attribute of
+    wrapt's that wrapt documents for subclasses of ``BoundFunctionWrapper``; only this function reads it.
+    """
+    if isinstance(obj, Cached):
+        return obj._self_site
+    if isinstance(obj, BoundCached):
+        return obj._self_parent._self_site  # type: ignore[no-any-return]
+    return None
 
 
 def _key(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -71,7 +84,8 @@ class BoundCached(wrapt.BoundFunctionWrapper[..., Any]):
     """``obj.method`` / ``Cls.method`` of a cached function: the helpers with ``self``/``cls`` bound."""
 
     def _parts(self, args: tuple[Any, ...]) -> tuple[CallSite, Any, bool, tuple[Any, ...]]:
-        site: CallSite = self._self_parent._self_site
+        site = site_of(self)
+        assert site is not None
         keys = site.keys
         if keys.binding == "staticmethod":
             return site, None, False, args
@@ -106,7 +120,9 @@ class BoundCached(wrapt.BoundFunctionWrapper[..., Any]):
         return _refresh(site, instance, skip, rest, kwargs, lambda: call(*call_args, **kwargs))
 
     def stats(self) -> CacheStats:
-        return self._self_parent._self_site.counters.snapshot()  # type: ignore[no-any-return]
+        site = site_of(self)
+        assert site is not None
+        return site.counters.snapshot()
 
 
 class Cached(wrapt.FunctionWrapper[..., Any]):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import wrapt
 
 from ._arguments import ArgMap
-from ._binding import BoundCached, Cached
+from ._binding import site_of
 from ._settings import settings
 from ._site import CallSite, check_store
 from .evictions import aevict, evict, owe
@@ -38,10 +38,9 @@ Plan = dict[Any, tuple[list[str], list[str], list[CallSite]]]
 
 
 def _site_of(obj: Any) -> CallSite:
-    if isinstance(obj, Cached):
-        return obj._self_site
-    if isinstance(obj, BoundCached):
-        return obj._self_parent._self_site  # type: ignore[no-any-return]
+    site = site_of(obj)
+    if site is not None:
+        return site
     hint = ""
     if callable(obj) and not isinstance(obj, type):
         hint = " (a bare @invalidates above a function? write @invalidates(target, ...) with its targets)"

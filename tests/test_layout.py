@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -142,3 +143,21 @@ def test_public_names_are_importable() -> None:
     for name in names:
         assert hasattr(cacheaside, name)
     assert cacheaside.__all__ == sorted(cacheaside.__all__)
+
+
+#: Private attributes of the dependencies that the package once read (and must not again): wrapt's
+#: bound wrappers, redis-py's connections, parsers and retries.
+_PRIVATE = re.compile(
+    r"getattr\([^,]+, *[\"']_[a-z]|\._(writer|reader|retries|sock|parser|available_connections|"
+    r"in_use_connections|self_instance|self_binding|self_owner|self_wrapper|self_enabled)\b"
+)
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_no_private_attribute_of_a_dependency_is_read(module: str) -> None:
+    """Dependencies through their public API only (wrapt's documented ``_self_parent`` is read in one place)."""
+    text = _modules()[module].read_text()
+    hits = [m.group(0) for m in _PRIVATE.finditer(text)]
+    assert not hits, f"{module} reads {hits}"
+    if module != "cacheaside._binding":
+        assert "_self_parent" not in text, f"{module}: only _binding.site_of reads wrapt's _self_parent"

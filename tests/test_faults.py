@@ -696,7 +696,9 @@ def test_aclose_stops_the_async_replay_and_closes_the_client(server: RedisServer
         await f.invalidate(1)
         replaying = store.guard.replaying
         await store.aclose()
-        await asyncio.sleep(0.6)  # one replay interval: the task sees the store closed and ends
+        deadline = time.monotonic() + 2
+        while store.guard.replaying and time.monotonic() < deadline:  # the task sees the store closed, ends
+            await asyncio.sleep(0.01)
         return replaying and not store.guard.replaying
 
     assert LOOP.run_until_complete(scenario())

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._calls import acall, acall_again, call, call_again, keep_task
-from ._flights import computing
+from ._flights import computed, computing
 from ._settings import settings
 from ._site import CallSite
 from .evictions import aevict, evict
@@ -67,12 +67,15 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
                     if fault is None and not isinstance(exc, SerializationError):  # a value's fault, not the store's
                         fault, failed_op = exc, op[1]
             elif code == CALL:
+                token = None if op[1] is None else computing(op[1])
                 started = time.monotonic()
                 try:
-                    with computing(op[1]):
-                        send = Outcome(compute(), elapsed=time.monotonic() - started)
+                    send = Outcome(compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
+                finally:
+                    if token is not None:
+                        computed(token)
             elif code == JOIN:
                 send = op[1].wait()
             elif code == SPAWN:
@@ -107,12 +110,15 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
                     if fault is None and not isinstance(exc, SerializationError):
                         fault, failed_op = exc, op[1]
             elif code == CALL:
+                token = None if op[1] is None else computing(op[1])
                 started = time.monotonic()
                 try:
-                    with computing(op[1]):
-                        send = Outcome(await compute(), elapsed=time.monotonic() - started)
+                    send = Outcome(await compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
                     send = Outcome(exc=exc)
+                finally:
+                    if token is not None:
+                        computed(token)
             elif code == JOIN:
                 send = await op[1].await_outcome()
             elif code == SPAWN:

@@ -78,7 +78,10 @@ def client_retries(client: Any) -> int:
     through the public API, and the store does not warn about it.
     """
     get_retry = getattr(client, "get_retry", None)
-    retry = get_retry() if get_retry is not None else None
+    try:
+        retry = get_retry() if get_retry is not None else None
+    except AttributeError:  # redis-py 5.0's RedisCluster.get_retry() reads an attribute it never sets
+        retry = None
     get_retries = getattr(retry, "get_retries", None)
     return int(get_retries()) if get_retries is not None else 0
 

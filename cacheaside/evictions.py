@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from ._calls import acall, call, keep_task
@@ -134,54 +134,72 @@ def _replay_later(store: Any, guard: Guard) -> None:
     keep_task(loop.create_task(_areplay(ref, guard)))
 
 
-def _replay(ref: weakref.ref[Any], guard: Guard) -> None:
-    """Offer owed evictions to the store every REPLAY_INTERVAL, whatever the breaker says, until taken.
+def _replay_steps(ref: weakref.ref[Any], guard: Guard) -> Generator[Any, str | None, None]:
+    """The background replay, as a flow: offer what is owed every REPLAY_INTERVAL, whatever the breaker
+    says, until the store takes it, is closed or is dropped.
 
-    Other processes read the store directly: they stop seeing evicted values only once
-    the store takes these, so this does not wait for the breaker's reset_timeout. No
-    retries and no breaker reports: this is not a caller's call.
+    Other processes read the store directly: they stop seeing evicted values only once the store
+    takes these, so this does not wait for the breaker's reset_timeout. No retries and no breaker
+    reports: this is not a caller's call. Yields ``(store, eviction)`` to send (receiving the error's
+    type name, or None: never the error, whose traceback would keep the store alive), and ``None`` to
+    sleep an interval.
     """
     waited = False
     while not guard.closed.is_set():
         store = ref()
         if store is None:
-            break  # dropped: nothing can read it any more in this process
+            return  # dropped: nothing can read it any more in this process
         eviction = guard.due()
-        try:
-            _send(store, None, eviction)
-        except Exception as exc:
-            logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
-            waited = True
-        else:
+        failed = yield (store, eviction)
+        del store  # held only while sending: the replay must not keep the store alive
+        if failed is None:
             if guard.replayed(eviction, waited):
                 return
             continue
-        finally:
-            del store
-        guard.closed.wait(REPLAY_INTERVAL)
-    guard.replaying = False
+        logger.debug("%s: owed evictions not taken yet (%s)", guard.name, failed)
+        waited = True
+        yield None
+
+
+def _replay(ref: weakref.ref[Any], guard: Guard) -> None:
+    """``_replay_steps`` with blocking calls, in a thread of its own."""
+    steps = _replay_steps(ref, guard)
+    try:
+        step = next(steps)
+        while True:
+            if step is None:
+                guard.closed.wait(REPLAY_INTERVAL)
+                step = next(steps)
+                continue
+            try:
+                _send(step[0], None, step[1])
+            except Exception as exc:
+                step = steps.send(type(exc).__name__)
+            else:
+                step = steps.send(None)
+    except StopIteration:
+        pass
+    finally:
+        guard.replaying = False
 
 
 async def _areplay(ref: weakref.ref[Any], guard: Guard) -> None:
-    """``_replay`` on the event loop of the async store's client."""
-    waited = False
+    """``_replay_steps`` with awaits, on the event loop of the async store's client."""
+    steps = _replay_steps(ref, guard)
     try:
-        while not guard.closed.is_set():
-            store = ref()
-            if store is None:
-                break
-            eviction = guard.due()
-            try:
-                await _asend(store, None, eviction)
-            except Exception as exc:
-                logger.debug("%s: owed evictions not taken yet (%s)", guard.name, type(exc).__name__)
-                waited = True
-            else:
-                if guard.replayed(eviction, waited):
-                    return
+        step = next(steps)
+        while True:
+            if step is None:
+                await asyncio.sleep(REPLAY_INTERVAL)
+                step = next(steps)
                 continue
-            finally:
-                del store
-            await asyncio.sleep(REPLAY_INTERVAL)
+            try:
+                await _asend(step[0], None, step[1])
+            except Exception as exc:
+                step = steps.send(type(exc).__name__)
+            else:
+                step = steps.send(None)
+    except StopIteration:
+        pass
     finally:
-        guard.replaying = False  # closed, dropped, or the loop is going away: reads pay what is owed
+        guard.replaying = False  # taken, closed, dropped, or the loop is going away: reads pay what is owed

@@ -9,9 +9,11 @@ token, so the new call gets a new one and starts its own flight).
 A computation runs with its flight's key in a context variable (``computing``), which
 the tasks and ``asyncio.to_thread`` calls it starts inherit: a call made from within it
 on the same key (recursion, nested functions sharing a key) is re-entrant and computes
-instead of waiting for itself. Joiners wait until the flight's deadline: ``lease_timeout``
-after the leader began, pushed back while the leader waits for another process's holder
-and when it starts computing, so a leader that never finishes holds them that long.
+instead of waiting for itself. Joiners wait for their leader's outcome, as long as it takes
+(the contract: concurrent misses in one process run the function once); a leader is
+bounded only where it waits for another process (``lease_timeout``). A leader that takes
+another process's lease over gets a new token, and registers its flight under it too, so
+that calls arriving meanwhile join it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-import time
 from collections.abc import Hashable
 from typing import Any, Final
 
@@ -60,18 +61,14 @@ class Flight:
     flights have none); async flights resolve an ``asyncio.Future`` of the leader's loop.
     """
 
-    __slots__ = ("deadline", "event", "future", "outcome")
+    __slots__ = ("event", "future", "keys", "outcome")
 
-    def __init__(self, loop: Any, timeout: float) -> None:
+    def __init__(self, loop: Any, fkey: Hashable) -> None:
         self.outcome: Outcome | None = None
         self.event: threading.Event | None = None
         self.future: asyncio.Future[Outcome] | None = None if loop is None else loop.create_future()
-        #: Until when joiners wait (monotonic seconds).
-        self.deadline = time.monotonic() + timeout
-
-    def extend(self, timeout: float) -> None:
-        """The leader starts computing now: joiners wait up to ``timeout`` from here."""
-        self.deadline = max(self.deadline, time.monotonic() + timeout)
+        #: The keys it is registered under (its first lease token, and one taken over since).
+        self.keys = [fkey]
 
     def finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -81,26 +78,20 @@ class Flight:
         elif self.event is not None:
             self.event.set()
 
-    def wait(self) -> Outcome | None:
-        """A sync joiner: the leader's outcome, or None if the flight's deadline passed first."""
+    def wait(self) -> Outcome:
+        """A sync joiner: the leader's outcome."""
         assert self.event is not None  # made by lead_or_join for the first joiner
-        while (remaining := self.deadline - time.monotonic()) > 0:
-            if self.event.wait(remaining):
-                return self.outcome
+        self.event.wait()
+        assert self.outcome is not None
         return self.outcome
 
-    async def await_outcome(self) -> Outcome | None:
-        """An async joiner: the leader's outcome, or None after the deadline.
+    async def await_outcome(self) -> Outcome:
+        """An async joiner: the leader's outcome.
 
         Shielded: a cancelled joiner must not cancel the leader's result for the others.
         """
         assert self.future is not None
-        while (remaining := self.deadline - time.monotonic()) > 0:
-            try:
-                return await asyncio.wait_for(asyncio.shield(self.future), remaining)
-            except asyncio.TimeoutError:
-                continue  # the deadline may have moved
-        return self.outcome
+        return await asyncio.shield(self.future)
 
 
 #: The flights the current context is computing (inherited by the tasks and threads it starts).
@@ -129,9 +120,9 @@ class _Flights:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, Flight] = {}
 
-    def lead_or_join(self, fkey: Hashable, loop: Any, timeout: float) -> tuple[Flight | None, str]:
+    def lead_or_join(self, fkey: Hashable, loop: Any) -> tuple[Flight | None, str]:
         """The flight of ``fkey`` and this caller's role in it (``LEAD``, ``JOIN``, or ``REENTER``
-        with no flight); joiners wait up to ``timeout`` past the leader's start."""
+        with no flight)."""
         if fkey in _computing.get():
             return None, REENTER
         with self._lock:
@@ -141,14 +132,22 @@ class _Flights:
                     # Under the lock the leader unregisters with before finishing: it will see this.
                     flight.event = threading.Event()
                 return flight, JOIN
-            flight = self._flights[fkey] = Flight(loop, timeout)
+            flight = self._flights[fkey] = Flight(loop, fkey)
             return flight, LEAD
 
-    def finish(self, fkey: Hashable, flight: Flight, outcome: Outcome) -> None:
+    def adopt(self, fkey: Hashable, flight: Flight) -> None:
+        """Register ``flight`` under another key too (its leader took another process's lease over)."""
+        with self._lock:
+            if fkey not in self._flights:
+                self._flights[fkey] = flight
+                flight.keys.append(fkey)
+
+    def finish(self, flight: Flight, outcome: Outcome) -> None:
         # Unregister first: a caller arriving now must not join a finished flight.
         with self._lock:
-            if self._flights.get(fkey) is flight:
-                del self._flights[fkey]
+            for fkey in flight.keys:
+                if self._flights.get(fkey) is flight:
+                    del self._flights[fkey]
         flight.finish(outcome)
 
 

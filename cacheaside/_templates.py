@@ -79,7 +79,13 @@ def warn_on_ambiguous_fields(template: str, parts: list[Any], name: str) -> None
     """Warn when two fields are separated only by characters substituted values keep (``A-Za-z0-9_.-``):
     ``"doc:{tenant}-{doc}"`` gives ``("acme-corp", "1")`` and ``("acme", "corp-1")`` one key."""
     previous = None
-    for literal, field, _, _ in parts:
+    for literal, field, spec, _ in parts:
+        if field is not None and spec and "." in spec:
+            warn(
+                f"{name}: key template {template!r} formats {{{field}}} with a precision ({spec!r}), which "
+                "cuts values short, so different arguments can give one key; leave the precision out."
+            )
+            return
         if previous is not None and (field is not None) and _KEPT.fullmatch(literal):
             sep = f"separated only by {literal!r}" if literal else "side by side"
             warn(
@@ -94,4 +100,6 @@ def warn_on_ambiguous_fields(template: str, parts: list[Any], name: str) -> None
             previous = None
 
 
-_KEPT = re.compile(r"[A-Za-z0-9_.\-]*")
+#: What a separator between two fields must not be made of only: characters values keep, and "%",
+#: which starts the escapes of the others.
+_KEPT = re.compile(r"[A-Za-z0-9_.%\-]*")

@@ -12,8 +12,7 @@ Operations::
                           receive its result, or a ``Failure`` if it raised
     (CALL, fkey)          run the wrapped function (as the leader of flight ``fkey``, or
                           None); receive an ``Outcome``
-    (JOIN, flight)        wait (until the flight's deadline) for another caller's
-                          computation; receive its ``Outcome``, or None if it took longer
+    (JOIN, flight)        wait for another caller's computation; receive its ``Outcome``
     (SPAWN, make_flow)    run ``make_flow()`` in the background (a thread or a task)
 
 A fresh hit never enters a flow: the drivers' hit paths serve it.
@@ -80,26 +79,23 @@ def read(site: CallSite, store: Any, key: str, entry: Entry | None, verdict: str
             force = True  # the store's clock found it fresh, this call's does not: take the lease
             continue
         fkey = (store, key, lease.token, loop)
-        flight, role = flights.lead_or_join(fkey, loop, store.lease_timeout)
+        flight, role = flights.lead_or_join(fkey, loop)
         if role is REENTER:
             # Called from within its own computation of this key: compute, don't wait for itself.
             counters.misses += 1
             return (yield from _compute(site, store, key, None, names, fallback))
         if role is JOINED:
-            outcome: Outcome | None = yield (JOIN, flight)
-            if outcome is not None and outcome.abandoned:
+            outcome: Outcome = yield (JOIN, flight)
+            if outcome.abandoned:
                 continue
-            if outcome is not None and outcome.exc is not None and fallback is not None \
-                    and isinstance(outcome.exc, Exception):
+            if outcome.exc is not None and fallback is not None and isinstance(outcome.exc, Exception):
                 counters.stale += 1  # stale-if-error, for single-flight waiters too
                 return Outcome(fallback.value)
             counters.misses += 1
-            if outcome is None:  # the leader is slower than lease_timeout: compute alone
-                return (yield from _compute(site, store, key, None, names, fallback))
             return outcome
         counters.misses += 1
         assert flight is not None
-        return (yield from _lead(site, store, key, lease, names, fallback, fkey, flight))
+        return (yield from _lead(site, store, key, lease, names, fallback, fkey, flight, loop))
     # Leaders kept abandoning their computations: compute without the cache.
     counters.misses += 1
     return (yield from _compute(site, store, key, None, names, fallback))
@@ -114,14 +110,13 @@ def _lead(
     fallback: Entry | None,
     fkey: Hashable,
     flight: Flight,
+    loop: Any,
 ) -> Flow:
     """Compute as the flight's leader; whatever happens, finish the flight."""
     outcome = Outcome(abandoned=True)
     try:
         if not lease.owner:
-            # Another process holds the lease: wait (bounded) for its value, then take over. Joiners
-            # in this process wait for that wait and for the computation that may follow it.
-            flight.extend(2 * store.lease_timeout)
+            # Another process holds the lease: wait (bounded) for its value, then take over.
             found = yield (STORE, "watch", (key, lease, store.lease_timeout))
             if isinstance(found, Failure):
                 site.store_failed(found.exc)
@@ -137,11 +132,12 @@ def _lead(
                 return outcome
             else:
                 lease = retry if retry.entry is None else lease
-        flight.extend(store.lease_timeout)  # joiners in this process wait for this computation
+                # Taken over: a call arriving meanwhile gets this new token, and must join this flight.
+                flights.adopt((store, key, lease.token, loop), flight)
         outcome = yield from _compute(site, store, key, lease, tags, fallback, fkey)
         return outcome
     finally:
-        flights.finish(fkey, flight, outcome)
+        flights.finish(flight, outcome)
 
 
 def _compute(
@@ -209,10 +205,10 @@ def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, back
     if not background:
         return (yield from _compute(site, store, key, lease, names, None))
     fkey = (store, key, lease.token, loop)
-    flight, role = flights.lead_or_join(fkey, loop, store.lease_timeout)
+    flight, role = flights.lead_or_join(fkey, loop)
     if role is not LEAD_ROLE or flight is None:
         return Outcome()
-    outcome = yield from _lead(site, store, key, lease, names, None, fkey, flight)
+    outcome = yield from _lead(site, store, key, lease, names, None, fkey, flight, loop)
     if outcome.exc is not None and isinstance(outcome.exc, Exception):
         site.refresh_failed(outcome.exc)
         return Outcome()

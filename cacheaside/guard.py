@@ -42,6 +42,10 @@ ADMIT, BYPASS, REPLAY = 0, 1, 2
 #: How often owed evictions are retried in the background (the contract says at least once a second).
 REPLAY_INTERVAL = 0.5
 
+#: An incident that began with a failed write also ends with a read that works once no write has
+#: failed for this long (a store that keeps refusing writes fails one at least this often when used).
+QUIET = 1.0
+
 
 @dataclass(slots=True)
 class Eviction:
@@ -99,6 +103,7 @@ class Guard:
         #: and whether what failed was a write (then only a write ends it).
         self.failing: str | None = None
         self._failed_writing = False
+        self._last_failure = 0.0
         self._diagnosed: set[str] = set()
         #: Nothing to do for a call: the breaker is closed with no failure counted, no incident
         #: is open and nothing is owed. The hit path reads only this; it changes under the lock.
@@ -128,11 +133,16 @@ class Guard:
             return
         if self.breaker is not None:
             self._log(self.breaker.success())
-        began = self.failing
-        if began is not None and (wrote or not self._failed_writing):
-            self.failing = None
-            logger.info("%s: the store answers again (the incident began in %s)", self.name, began)
+        if self.failing is not None and (
+            wrote or not self._failed_writing or time.monotonic() - self._last_failure >= QUIET
+        ):
+            self._end_incident()
         self._settle()
+
+    def _end_incident(self) -> None:
+        began, self.failing = self.failing, None
+        if began is not None:
+            logger.info("%s: the store answers again (the incident began in %s)", self.name, began)
 
     def failed(self, exc: BaseException, where: str = "an eviction", writing: bool = True) -> None:
         """A decorated call (or eviction, at ``where``) whose store work failed; only store faults count.
@@ -143,6 +153,7 @@ class Guard:
         changed = self.breaker.failure(exc) if self.breaker is not None and fault else None
         with self._lock:
             self.clear = False
+            self._last_failure = time.monotonic()
             starting = self.failing is None
             if starting:
                 self.failing = where
@@ -236,6 +247,7 @@ class Guard:
         ``waited``: the store refused it at first. Only then is it worth a line in the log: an
         eviction owed while the breaker is open and taken at once is no news.
         """
+        self._end_incident()  # the store took a write
         self.paid(*eviction.paying, eviction.purge)
         if self.stop_replay():
             logger.log(logging.INFO if waited else logging.DEBUG, "%s: owed evictions applied", self.name)

@@ -37,6 +37,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 Plan = dict[Any, tuple[list[str], list[str], list[CallSite]]]
 
 
+class _Unfit(TypeError):
+    """What a writer cannot evict, and why, in words of the library's own (safe to log whole)."""
+
+
 def _site_of(obj: Any) -> CallSite:
     site = site_of(obj)
     if site is not None:
@@ -77,8 +81,7 @@ class _Writer:
         for site, key_of in self.targets:
             try:
                 store = site.resolve_store()
-                if not self.is_async and not store.nonblocking and not store.serves_sync:
-                    raise TypeError(f"{site.name}'s store {store!r} serves async code only; make {self.name} async")
+                self._check(store)
                 key = key_of(store.prefix, instance, mapping)
             except Exception as exc:
                 self._failed(exc, f"the key of {site.name}", [site])
@@ -107,6 +110,11 @@ class _Writer:
         if tags or extra:
             stores = [self.store] if self.store is not None else (list(plan) or [settings.default_store()])
             for store in stores:
+                try:
+                    self._check(store)
+                except _Unfit as exc:
+                    self._failed(exc, "tags= and keys=", [site for site, _ in self.targets])
+                    continue
                 keys, tag_list, _ = plan.setdefault(store, ([], [], []))
                 keys.extend(extra)
                 tag_list.extend(tags)
@@ -119,12 +127,17 @@ class _Writer:
                     )
         return plan
 
+    def _check(self, store: Any) -> None:
+        if not self.is_async and not store.nonblocking and not store.serves_sync:
+            raise _Unfit(f"{store!r} serves async code only: make {self.name} async to evict from it")
+
     def _failed(self, exc: Exception, what: str, sites: list[CallSite]) -> None:
         for site in sites:
             site.counters.errors += 1
-        # The type only: the message can carry argument values.
+        # The type only: the message of a user's callable can carry argument values. Ours says why.
+        why = str(exc) if isinstance(exc, _Unfit) else type(exc).__name__
         logger.warning("%s: could not work out %s to evict (%s); the write ran, and those entries stay until "
-                       "their TTL", self.name, what, type(exc).__name__)
+                       "their TTL", self.name, what, why)
 
     def on_failure(self, sites: list[CallSite]) -> Callable[[Failure], None]:
         """How a failed eviction on one store is counted: on the call sites whose entries it held."""

@@ -212,32 +212,42 @@ def test_cancelled_leader_lets_a_joiner_compute() -> None:
     assert len(calls) == 2
 
 
-def test_a_joiner_waits_at_most_lease_timeout_then_computes_alone() -> None:
-    """A computation that never ends (a deadlock, a hung source) holds its joiners lease_timeout, not forever."""
+def test_joiners_wait_for_their_leader_however_long_it_computes() -> None:
+    """Concurrent misses in one process run the function once (API.md), also when it runs past the
+    store's lease_timeout: the joiners get the leader's result, they do not start their own."""
     gate, entered = threading.Event(), threading.Event()
     calls: list[str] = []
+    store = MemoryStore()
+    store.lease_timeout = 0.05  # what a cross-process waiter would wait; in-process joiners wait on
 
-    @cache_aside(ttl=60, store=MemoryStore(lease_timeout=0.2))
+    @cache_aside(ttl=60, store=store)
     def read(x: int) -> str:
-        calls.append("leader" if not calls else "joiner")
-        if len(calls) == 1:
-            entered.set()
-            gate.wait(5)
-        return calls[-1]
+        calls.append("computed")
+        entered.set()
+        gate.wait(10)
+        return "value"
 
     leader = threading.Thread(target=read, args=(1,))
     leader.start()
     assert entered.wait(2)
-    assert read(1) == "joiner"  # waited for the leader, gave up, computed
+    out: list[str] = []
+    with counting_joiners() as joined:
+        joiners = [threading.Thread(target=lambda: out.append(read(1))) for _ in range(3)]
+        for t in joiners:
+            t.start()
+        assert joined(3)
+    time.sleep(0.2)  # well past lease_timeout: time must pass for this, no hand-shake stands in for it
+    assert out == [] and calls == ["computed"]  # still waiting for the leader
     gate.set()
-    leader.join(5)
-    assert calls == ["leader", "joiner"] and read.stats().misses == 2
+    for t in (leader, *joiners):
+        t.join(5)
+    assert calls == ["computed"] and out == ["value"] * 3
 
 
 def test_a_call_from_a_task_or_thread_its_computation_started_is_re_entrant_too() -> None:
     """A nested call on the key being computed, made in a task (gather, wait_for, create_task) or a worker
     thread (asyncio.to_thread) the computation started, computes instead of waiting for its own caller."""
-    store = MemoryStore(lease_timeout=60)  # a call that waited for itself would wait a minute
+    store = MemoryStore()  # a call that waited for itself would wait forever: wait_for(..., 3) fails it
     depth: list[str] = []
 
     @cache_aside(ttl=60, store=store)

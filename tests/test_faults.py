@@ -778,3 +778,30 @@ def test_a_user_without_a_right_the_scripts_need_is_told_which_rights_to_grant(s
     finally:
         control.execute_command("ACL", "DELUSER", "notime")
         control.close()
+
+
+def test_an_incident_begun_by_a_failed_eviction_ends_when_the_replay_lands(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-mostly app: an eviction fails, the store comes back, the owed eviction is replayed, and the
+    incident is over, so the next outage is logged as a new one."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cacheaside")
+    store = make_store(server.url, retry=None, breaker=CircuitBreaker(100, RESET))
+    f = cache_aside(ttl=60, store=store)(lambda x: x)
+    f(7)
+    for round_ in range(2):
+        server.pause()
+        try:
+            f.invalidate(7)  # fails: owed, an incident begins
+        finally:
+            server.resume()
+        assert until(lambda: not store.guard.owes)  # the replay lands
+        for _ in range(5):
+            f(7)
+        assert store.guard.clear and store.guard.failing is None, round_
+    started = [r for r in caplog.records if "store failed" in r.getMessage()]
+    ended = [r for r in caplog.records if "answers again" in r.getMessage()]
+    assert len(started) == 2 and len(ended) == 2
+    store.close()

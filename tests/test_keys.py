@@ -386,7 +386,9 @@ def test_a_template_that_cannot_be_formatted_is_a_cache_key_error_naming_it() ->
         f.key(object())
 
 
-@pytest.mark.parametrize("template", ["doc:{tenant}-{doc}", "{tenant}{doc}", "doc:{tenant}.{doc}"])
+@pytest.mark.parametrize(
+    "template", ["doc:{tenant}-{doc}", "{tenant}{doc}", "doc:{tenant}.{doc}", "doc:{tenant}%{doc}"]
+)
 def test_fields_separated_only_by_kept_characters_warn_at_decoration(template: str) -> None:
     """'acme-corp','1' and 'acme','corp-1' would share 'doc:{tenant}-{doc}': the template is flagged."""
     with pytest.warns(CacheWarning, match=r"separate fields with a character that is escaped"):
@@ -401,3 +403,11 @@ def test_fields_separated_by_an_escaped_character_are_injective() -> None:
     def doc(tenant: str, doc: str) -> None: ...
 
     assert doc.key("acme:corp", "1") != doc.key("acme", "corp:1")
+
+
+def test_a_precision_in_a_key_template_warns_at_decoration() -> None:
+    with pytest.warns(CacheWarning, match=r"formats \{tenant\} with a precision"):
+        @cache_aside(ttl=1, key="doc:{tenant:.3}:{doc}")
+        def doc(tenant: str, doc: str) -> None: ...
+
+    assert doc.key("acme-1", "x") == doc.key("acme-2", "x")  # what the warning is about

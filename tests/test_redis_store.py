@@ -895,3 +895,46 @@ def test_a_cluster_client_is_told_what_does_not_work_yet() -> None:
         client.close()
     finally:
         cluster.stop()
+
+
+def test_a_call_arriving_while_a_taken_over_computation_runs_joins_it(redis_server: RedisServer) -> None:
+    """The take-over gives the leader a new lease token; a call made meanwhile gets that token and must
+    join the leader's flight, not start a second computation."""
+    with redis_store(redis_server, lease_timeout=60) as dead, \
+            redis_store(redis_server, prefix=dead.prefix, lease_timeout=0.2) as alive:
+        runs: list[int] = []
+        entered, gate = threading.Event(), threading.Event()
+
+        @cache_aside(ttl=60, store=alive, key="adopt:{x}")
+        def f(x: int) -> int:
+            runs.append(x)
+            entered.set()
+            gate.wait(5)
+            return x
+
+        assert dead.acquire(f.key(1)).owner  # and never fills: the process died
+        leader, out1 = in_thread(f, 1)
+        assert entered.wait(3)  # the leader waited lease_timeout, took over and is computing
+        late, out2 = in_thread(f, 1)
+        gate.set()
+        leader.join(5)
+        late.join(5)
+        assert runs == [1] and out1 == out2 == [1]
+
+
+def test_a_client_option_redis_py_does_not_take_is_named_at_the_first_failure(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url, socket_timout=0.1)  # a typo: redis-py fails every command
+
+    @cache_aside(ttl=60, store=store)
+    def f(x: int) -> int:
+        return x
+
+    with pytest.warns(CacheWarning, match=r"an option redis-py does not take .*socket_timout"):
+        assert f(1) == 1
+    assert f(1) == 1 and f.stats().errors == 2  # served by the function; warned once
+    store.close()
+
+
+def test_from_url_with_cluster_says_cluster_is_not_supported_yet(redis_server: RedisServer) -> None:
+    with pytest.raises(NotImplementedError, match="does not support Redis Cluster yet"):
+        RedisStore.from_url(redis_server.url, cluster=True)

@@ -346,3 +346,22 @@ def test_keys_returned_by_keys_are_each_evicted_and_odd_ones_reported(caplog: py
     with pytest.warns(CacheWarning, match=r"keys= returned a key outside"):
         bare(1)
     bare(2)  # once per writer
+
+
+@pytest.mark.redis
+def test_a_sync_writer_with_only_tags_on_an_async_default_store_says_why_it_cannot(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .conftest import redis_store
+
+    with redis_store(redis_server, asyncio=True) as astore:
+        configure(store=astore)
+
+        @invalidates(tags=["t"])
+        def update() -> None:
+            pass
+
+        update()
+        lines = [r.getMessage() for r in caplog.records if "could not work out" in r.getMessage()]
+        assert lines and "serves async code only: make" in lines[0]
+        assert not [r for r in caplog.records if "store failed" in r.getMessage()]  # not an outage

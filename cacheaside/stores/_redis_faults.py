@@ -55,6 +55,11 @@ _SCRIPT_NOPERM = ("can't run this command", "no permissions")
 def diagnose(exc: BaseException) -> str | None:
     """What is wrong with the server's setup when ``exc`` says it refused the store's commands, else None."""
     message = str(exc)
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in message:
+        return (
+            f"its client was made with an option redis-py does not take ({message}); every command fails. "
+            "Check the keyword arguments given to RedisStore.from_url or to the client."
+        )
     if isinstance(exc, redis.exceptions.NoPermissionError) or (
         isinstance(exc, redis.ResponseError) and any(words in message for words in _SCRIPT_NOPERM)
     ):

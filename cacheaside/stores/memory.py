@@ -12,7 +12,7 @@ from dataclasses import replace
 from cachetools import TLRUCache
 
 from .._settings import settings
-from .._types import Entry, Lease, check_prefix, to_seconds
+from .._types import Entry, Lease, check_prefix
 from ..guard import Guard
 from ..policy import fresh
 from ..serializers import Serializer
@@ -40,8 +40,6 @@ class MemoryStore:
         serializer: store values as bytes through it (e.g. ``MsgpackSerializer()``).
         prefix: first part of every key; ``None`` takes the configured prefix.
         clock: wall-clock seconds; inject a fake one in tests.
-        lease_timeout: seconds a miss waits for another thread's or task's computation
-            of the same key before computing it itself.
     """
 
     serves_sync = True
@@ -49,6 +47,8 @@ class MemoryStore:
     nonblocking = True
     #: Nothing here fails the way a remote store does: no breaker, retries or owed evictions.
     guard: Guard | None = None
+    #: Leases here are never held by another process: nothing waits on one (the protocol's member).
+    lease_timeout = 5.0
 
     def __init__(
         self,
@@ -57,7 +57,6 @@ class MemoryStore:
         serializer: Serializer | None = None,
         prefix: str | None = None,
         clock: Callable[[], float] = time.time,
-        lease_timeout: float = 5.0,
     ) -> None:
         if maxsize is not None and (isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0):
             raise ValueError(
@@ -67,7 +66,6 @@ class MemoryStore:
         self.clock = clock
         self.serializer = serializer
         self.maxsize = maxsize
-        self.lease_timeout = to_seconds(lease_timeout, owner="MemoryStore", param="lease_timeout")
         self._lock = threading.Lock()
         bound = sys.maxsize if maxsize is None else max(maxsize, 1)
         self._data: TLRUCache[str, Entry] = TLRUCache(bound, ttu=_expiry, timer=clock)

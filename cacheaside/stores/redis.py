@@ -154,6 +154,7 @@ class RedisStore(Commands):
         retry: Retry | None = _DEFAULT,
         lease_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        cluster: bool = False,
         **kwargs: Any,
     ) -> RedisStore:
         """A store on a new client for ``url``, with timeouts fit for a cache.
@@ -162,7 +163,15 @@ class RedisStore(Commands):
         timeouts, keepalive, health checks). redis-py's own retries are off: the
         store's ``retry`` policy retries within the call's budget instead.
         ``close()`` / ``aclose()`` close the client with the store.
+
+        Raises:
+            NotImplementedError: for ``cluster=True``, until the store supports Redis Cluster.
         """
+        if cluster:
+            raise NotImplementedError(
+                "RedisStore.from_url(cluster=True): the store does not support Redis Cluster yet; use one "
+                "server (RedisStore(redis.RedisCluster(...)) works for one-key use and warns what does not)."
+            )
         options = dict(CLIENT_DEFAULTS)
         if asyncio:
             from redis.asyncio.retry import Retry as AsyncClientRetry

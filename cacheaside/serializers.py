@@ -124,8 +124,8 @@ class MsgpackSerializer:
             return msgpack.ExtType(_DECIMAL, str(obj).encode())
         if t is uuid.UUID:
             return msgpack.ExtType(_UUID, obj.bytes)
-        if t is int:  # beyond msgpack's 64 bits
-            return msgpack.ExtType(_BIGINT, str(obj).encode())
+        if t is int:  # beyond msgpack's 64 bits: two's-complement bytes (any size; str() stops at 4,300 digits)
+            return msgpack.ExtType(_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
         raise SerializationError(
             f"cannot encode a {t.__module__}.{t.__qualname__}: MsgpackSerializer takes None, bool, int, "
             "float, str, bytes, list, tuple, dict, set, frozenset, datetime, date, time, timedelta, "
@@ -160,7 +160,7 @@ class MsgpackSerializer:
         if code == _UUID:
             return uuid.UUID(bytes=data)
         if code == _BIGINT:
-            return int(data.decode())
+            return int.from_bytes(data, "big", signed=True)
         raise SerializationError(f"unknown msgpack extension code {code}")
 
     def loads(self, data: bytes) -> Any:

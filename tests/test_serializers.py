@@ -91,3 +91,10 @@ def test_no_pickle_anywhere_in_the_package() -> None:
     use = re.compile(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle)\b|\bpickle\.(loads?|Unpickler)", re.M)
     for path in root.rglob("*.py"):
         assert not use.search(path.read_text()), path
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**64) - 1, 10**5000, -(10**5000)], ids=["2**64", "-2**64-1", "10**5000",
+                                                                                   "-10**5000"])
+def test_ints_of_any_size_round_trip(value: int) -> None:
+    s = MsgpackSerializer()
+    assert s.loads(s.dumps(value)) == value

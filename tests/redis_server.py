@@ -50,6 +50,7 @@ class RedisServer:
                     return
             except OSError:
                 time.sleep(0.02)
+        self.stop()  # leave no process behind
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def kill(self) -> None:
@@ -83,10 +84,19 @@ class RedisCluster:
     """A 3-primary Redis Cluster on free ports (``redis-cli --cluster create``), for cluster tests."""
 
     def __init__(self, primaries: int = 3) -> None:
+        self.nodes: list[RedisServer] = []
+        try:
+            self._start(primaries)
+        except BaseException:
+            self.stop()  # leave no node behind
+            raise
+
+    def _start(self, primaries: int) -> None:
         import redis as redis_py
 
-        self.nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                  "--cluster-node-timeout", "2000", port=_cluster_port()) for _ in range(primaries)]
+        for _ in range(primaries):
+            self.nodes.append(RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                          "--cluster-node-timeout", "2000", port=_cluster_port()))
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
                        check=True, capture_output=True, timeout=30)

@@ -125,15 +125,14 @@ def _lead(
                 return outcome
             retry = yield (STORE, "acquire", (key, tags, False, True))
             if isinstance(retry, Failure):
-                site.store_failed(retry.exc)
-                lease = Lease(lease.token, owner=False)
-            elif retry.entry is not None and site.policy.decide(retry.entry, store.clock()) in (HIT, EARLY):
-                outcome = Outcome(retry.entry.value)
-                return outcome
-            else:
-                lease = retry if retry.entry is None else lease
+                site.store_failed(retry.exc)  # compute under the lease not owned: nothing is stored
+            elif retry.entry is None:
+                lease = retry
                 # Taken over: a call arriving meanwhile gets this new token, and must join this flight.
                 flights.adopt((store, key, lease.token, loop), flight)
+            elif site.policy.decide(retry.entry, store.clock()) in (HIT, EARLY):
+                outcome = Outcome(retry.entry.value)
+                return outcome
         outcome = yield from _compute(site, store, key, lease, tags, fallback, fkey)
         return outcome
     finally:
@@ -201,7 +200,6 @@ def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, back
         return (yield from _compute(site, store, key, None, names, None))
     if not lease.owner and background:
         return Outcome()  # another process is filling it
-    lease = Lease(lease.token, lease.owner)
     if not background:
         return (yield from _compute(site, store, key, lease, names, None))
     fkey = (store, key, lease.token, loop)

@@ -19,6 +19,7 @@ from . import flow
 from ._site import CallSite
 from .drivers import akept_out, arun, kept_out, make_areader, make_reader, run, tags_of
 from .evictions import aevict, evict
+from .guard import guard_of
 from .stats import CacheStats
 
 __all__ = ["BoundCached", "Cached", "site_of"]
@@ -65,19 +66,19 @@ def _refresh(
     store = site.resolve_store()
     key = site.keys.build(store.prefix, instance, skip, args, kwargs)
     tags = tags_of(site, instance, skip, args, kwargs)
-    guard = store.guard
+    guard = guard_of(store, key)
     if site.is_async:
 
         async def go() -> Any:
-            if guard is not None and not guard.clear and await akept_out(site, store):
+            if guard is not None and not guard.clear and await akept_out(site, store, guard):
                 return await call()
             refresh = flow.refresh(site, store, key, tags, asyncio.get_running_loop(), background=False)
-            return (await arun(refresh, site, store, call)).unwrap()
+            return (await arun(refresh, site, store, key, call)).unwrap()
 
         return go()
-    if guard is not None and not guard.clear and kept_out(site, store):
+    if guard is not None and not guard.clear and kept_out(site, store, guard):
         return call()
-    return run(flow.refresh(site, store, key, tags, None, background=False), site, store, call).unwrap()
+    return run(flow.refresh(site, store, key, tags, None, background=False), site, store, key, call).unwrap()
 
 
 class BoundCached(wrapt.BoundFunctionWrapper[..., Any]):

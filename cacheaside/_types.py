@@ -1,4 +1,5 @@
-"""Plain data shared by every layer: ``MISS``, the stored ``Entry``, ``CORRUPT``, ``Lease`` and ``to_seconds``.
+"""Plain data shared by every layer: ``MISS``, the stored ``Entry``, ``CORRUPT``, ``Lease``, ``to_seconds``
+and ``PartialEviction``.
 
 Whether an entry is fresh is the read policy's to say (``policy.fresh``, ``policy.ReadPolicy.decide``).
 """
@@ -102,3 +103,19 @@ def check_prefix(prefix: object, owner: str) -> str:
     if not prefix:
         raise ValueError(f"{owner}: prefix must be a non-empty str, got ''")
     return prefix
+
+
+class PartialEviction(Exception):
+    """A store on several shards (Redis Cluster) took an eviction only in part.
+
+    ``failed``: the entry keys it could not evict on one node, each group with the error
+    (the keys of a group share a node; the first stands for it); ``unresolved``: the tags
+    whose tag set could not be read, each with the tag set's key and the error: their
+    entries may be on any shard. Everything else was evicted.
+    """
+
+    def __init__(self, failed: list[tuple[list[str], Exception]],
+                 unresolved: list[tuple[str, str, Exception]]) -> None:
+        super().__init__(f"{len(failed)} node(s) failed, {len(unresolved)} tag set(s) unread")
+        self.failed = failed
+        self.unresolved = unresolved

@@ -46,9 +46,9 @@ def _report(guard: Guard | None, touched: bool, fault: BaseException | None, whe
 # -- flows --------------------------------------------------------------------------------
 
 
-def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> Outcome:
-    """Carry out ``flow`` with blocking calls and threads."""
-    guard = guard_of(store)
+def run(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], Any]) -> Outcome:
+    """Carry out ``flow`` (a call on ``key``) with blocking calls and threads."""
+    guard = guard_of(store, key)
     fault: BaseException | None = None
     touched = wrote = False
     failed_op = ""
@@ -79,7 +79,7 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
             elif code == JOIN:
                 send = op[1].wait()
             elif code == SPAWN:
-                threading.Thread(target=run, args=(op[1](), site, store, compute), daemon=True).start()
+                threading.Thread(target=run, args=(op[1](), site, store, key, compute), daemon=True).start()
                 send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
@@ -89,9 +89,9 @@ def run(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Any]) -> O
         return stop.value  # type: ignore[no-any-return]
 
 
-async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awaitable[Any]]) -> Outcome:
+async def arun(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], Awaitable[Any]]) -> Outcome:
     """Carry out ``flow`` with awaits (store methods with an ``a`` prefix, unless the store never blocks)."""
-    guard = guard_of(store)
+    guard = guard_of(store, key)
     fault: BaseException | None = None
     touched = wrote = False
     failed_op = ""
@@ -122,7 +122,7 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
             elif code == JOIN:
                 send = await op[1].await_outcome()
             elif code == SPAWN:
-                keep_task(asyncio.ensure_future(arun(op[1](), site, store, compute)))
+                keep_task(asyncio.ensure_future(arun(op[1](), site, store, key, compute)))
                 send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
@@ -135,30 +135,30 @@ async def arun(flow: Flow, site: CallSite, store: Any, compute: Callable[[], Awa
 # -- the hit paths ----------------------------------------------------------------------
 
 
-def kept_out(site: CallSite, store: Any) -> bool:
-    """Whether a call must not use the store now; asked only when its guard is not clear.
+def kept_out(site: CallSite, store: Any, guard: Guard) -> bool:
+    """Whether a call must not use the store now; asked only when its (shard's) guard is not clear.
 
     The breaker is open (the call counts as ``bypassed``), or evictions owed to the
     store could not be paid first (an error, counted by the failed eviction).
     """
-    verdict = store.guard.admit()
+    verdict = guard.admit()
     if verdict == BYPASS:
         site.counters.bypassed += 1
         return True
-    return verdict == REPLAY and not evict(store, (), (), lambda f: site.store_failed(f.exc), verdict)
+    return verdict == REPLAY and not evict(store, (), (), lambda f: site.store_failed(f.exc), verdict, guard=guard)
 
 
-async def akept_out(site: CallSite, store: Any) -> bool:
+async def akept_out(site: CallSite, store: Any, guard: Guard) -> bool:
     """``kept_out`` with awaits."""
-    verdict = store.guard.admit()
+    verdict = guard.admit()
     if verdict == BYPASS:
         site.counters.bypassed += 1
         return True
-    return verdict == REPLAY and not await aevict(store, (), (), lambda f: site.store_failed(f.exc), verdict)
+    return verdict == REPLAY and not await aevict(store, (), (), lambda f: site.store_failed(f.exc), verdict,
+                                                  guard=guard)
 
 
-def _lookup_failed(site: CallSite, store: Any, exc: Exception) -> None:
-    guard = store.guard
+def _lookup_failed(site: CallSite, guard: Guard | None, exc: Exception) -> None:
     if guard is not None:
         guard.failed(exc, site.name, writing=False)
     site.store_failed(exc)
@@ -178,7 +178,7 @@ def _read(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrappe
     """A sync call whose lookup gave no plain hit: the read flow."""
     tags = tags_of(site, instance, skip, args, kwargs)
     flow = read(site, store, key, entry, verdict, tags, None)
-    return run(flow, site, store, lambda: wrapped(*args, **kwargs)).unwrap()
+    return run(flow, site, store, key, lambda: wrapped(*args, **kwargs)).unwrap()
 
 
 async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
@@ -186,7 +186,7 @@ async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str,
     """An async call whose lookup gave no plain hit: the read flow."""
     tags = tags_of(site, instance, skip, args, kwargs)
     flow = read(site, store, key, entry, verdict, tags, asyncio.get_running_loop())
-    return (await arun(flow, site, store, lambda: wrapped(*args, **kwargs))).unwrap()
+    return (await arun(flow, site, store, key, lambda: wrapped(*args, **kwargs))).unwrap()
 
 
 def make_reader(site: CallSite, static: bool) -> Wrapper:
@@ -208,24 +208,27 @@ def make_reader(site: CallSite, static: bool) -> Wrapper:
             instance = None
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
-        guard = store.guard
-        if guard is not None and not guard.clear and kept_out(site, store):
-            return wrapped(*args, **kwargs)
+        guard = store.guard  # on a cluster, its shards': clear while every shard's guard is
+        if guard is not None and not guard.clear:
+            guard = guard.of(key)
+            if not guard.clear and kept_out(site, store, guard):
+                return wrapped(*args, **kwargs)
         try:
             entry = store.get(key)
         except Exception as exc:
             try:
                 if guard is None:
                     raise
+                guard = guard.of(key)
                 entry = call_again(store, guard, "get", (key,), exc, time.monotonic())
             except Exception as final:
-                _lookup_failed(site, store, final)
+                _lookup_failed(site, guard, final)
                 return wrapped(*args, **kwargs)
         verdict = decide(entry, store.clock())
         if verdict is HIT:
             counters.hits += 1
             if guard is not None and not guard.clear:
-                guard.ok()
+                guard.of(key).ok()
             return entry.value
         return _read(site, store, key, entry, verdict, wrapped, instance, skip, args, kwargs)
 
@@ -250,23 +253,26 @@ def make_areader(site: CallSite, static: bool) -> Wrapper:
         skip = instance is not None
         key = build(store.prefix, instance, skip, args, kwargs)
         guard = store.guard
-        if guard is not None and not guard.clear and await akept_out(site, store):
-            return await wrapped(*args, **kwargs)
+        if guard is not None and not guard.clear:
+            guard = guard.of(key)
+            if not guard.clear and await akept_out(site, store, guard):
+                return await wrapped(*args, **kwargs)
         try:
             entry = store.get(key) if store.nonblocking else await store.aget(key)
         except Exception as exc:
             try:
                 if guard is None:
                     raise
+                guard = guard.of(key)
                 entry = await acall_again(store, guard, "get", (key,), exc, time.monotonic())
             except Exception as final:
-                _lookup_failed(site, store, final)
+                _lookup_failed(site, guard, final)
                 return await wrapped(*args, **kwargs)
         verdict = decide(entry, store.clock())
         if verdict is HIT:
             counters.hits += 1
             if guard is not None and not guard.clear:
-                guard.ok()
+                guard.of(key).ok()
             return entry.value
         return await _aread(site, store, key, entry, verdict, wrapped, instance, skip, args, kwargs)
 

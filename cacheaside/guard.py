@@ -108,6 +108,12 @@ class Guard:
         #: Nothing to do for a call: the breaker is closed with no failure counted, no incident
         #: is open and nothing is owed. The hit path reads only this; it changes under the lock.
         self.clear = True
+        #: Told when ``clear`` may have changed (``Shards``, for a guard of one shard of a cluster).
+        self.on_change: Callable[[], None] | None = None
+
+    def of(self, key: str) -> Guard:
+        """The guard of ``key``'s shard: this one (a store on one server has one guard)."""
+        return self
 
     def __repr__(self) -> str:
         return f"Guard({self.name}, owed={len(self._keys) + len(self._tags)}, purge={self._purge})"
@@ -158,6 +164,7 @@ class Guard:
             if starting:
                 self.failing = where
                 self._failed_writing = writing
+        self._changed()
         if starting:
             # The type only: messages can carry hosts and passwords.
             logger.warning("%s: store failed in %s (%s); calls go to the function until it answers",
@@ -173,6 +180,11 @@ class Guard:
         with self._lock:
             calm = self.breaker is None or self.breaker.calm
             self.clear = calm and self.failing is None and not self.owes
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _log(self, changed: str | None) -> None:
         if changed == "open":
@@ -269,6 +281,7 @@ class Guard:
                 self._tags.clear()
                 self._purge = True
                 logger.warning("%s: too many evictions owed; every entry under the prefix will be purged", self.name)
+        self._changed()
 
     def owed(self) -> tuple[list[str], list[str], bool]:
         """What is owed now: (keys, tags, purge)."""
@@ -309,6 +322,8 @@ class Guard:
             logger.warning("%s: closed with evictions owed; they are left to the entries' TTL", self.name)
 
 
-def guard_of(store: Any) -> Guard | None:
-    """The store's guard, if it has one (remote stores do; ``MemoryStore`` needs none)."""
-    return getattr(store, "guard", None)
+def guard_of(store: Any, key: str) -> Guard | None:
+    """The guard of ``key`` on ``store``, if it has one (remote stores do; ``MemoryStore`` needs none):
+    the store's own, or on a cluster its shard's."""
+    guard = getattr(store, "guard", None)
+    return None if guard is None else guard.of(key)

@@ -52,6 +52,8 @@ class CircuitBreaker:
             raise ValueError(f"CircuitBreaker: reset_timeout must be positive, finite seconds, got {reset_timeout!r}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
+        #: Monotonic seconds the breaker times its states with.
+        self.clock = clock
         self._clock = clock
         self._lock = threading.Lock()
         self._state: State = "closed"

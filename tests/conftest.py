@@ -14,7 +14,7 @@ from cacheaside import MemoryStore, RedisStore
 from cacheaside._settings import settings
 
 from .helpers import LOOP
-from .redis_server import REDIS_SERVER, RedisServer
+from .redis_server import REDIS_SERVER, RedisCluster, RedisServer
 
 
 class FakeClock:
@@ -93,3 +93,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 primaries, each with a replica, shared by the cluster tests that break nothing."""
+    if REDIS_SERVER is None:
+        if REQUIRE_REDIS:
+            pytest.fail("CACHEASIDE_REQUIRE_REDIS=1 but no redis-server binary is on PATH")
+        pytest.skip("redis-server is not installed: Redis Cluster tests need the binary (apt-get install redis-server)")
+    cluster = RedisCluster(primaries=3, replicas=1)
+    yield cluster
+    cluster.stop()

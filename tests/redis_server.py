@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["PROTOCOL", "REDIS_SERVER", "RedisServer", "free_port"]
+__all__ = ["PROTOCOL", "REDIS_SERVER", "RedisCluster", "RedisServer", "free_port"]
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -34,6 +34,7 @@ class RedisServer:
         self.args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no", "--dir", self.dir, *extra]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
         self.start()
 
     @property
@@ -53,6 +54,10 @@ class RedisServer:
         self.stop()  # leave no process behind
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    def restart_keeping_dir(self) -> None:
+        """Start a killed node again with its directory (a cluster node rejoins with its nodes.conf)."""
+        self.start()
+
     def kill(self) -> None:
         """SIGKILL, keeping the directory (and an append-only file, if enabled) for a restart."""
         if self.proc is not None and self.proc.poll() is None:
@@ -68,10 +73,12 @@ class RedisServer:
         """SIGSTOP: the server hangs, connections stay open."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -81,43 +88,97 @@ class RedisServer:
 
 
 class RedisCluster:
-    """A 3-primary Redis Cluster on free ports (``redis-cli --cluster create``), for cluster tests."""
+    """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each, on free ports
+    (``redis-cli --cluster create``, ``cluster-node-timeout`` 2 s), for cluster tests."""
 
-    def __init__(self, primaries: int = 3) -> None:
+    NODE_TIMEOUT_MS = 2000
+
+    def __init__(self, primaries: int = 3, replicas: int = 0, *extra: str) -> None:
         self.nodes: list[RedisServer] = []
+        self.extra = extra
         try:
-            self._start(primaries)
+            self._start(primaries, replicas)
         except BaseException:
             self.stop()  # leave no node behind
             raise
 
-    def _start(self, primaries: int) -> None:
+    def _start(self, primaries: int, replicas: int) -> None:
+        for _ in range(primaries * (1 + replicas)):
+            self.nodes.append(RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                          "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS), *self.extra,
+                                          port=_cluster_port()))
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(replicas),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        self.wait_ok(replicas_up=bool(replicas))
+
+    def _info(self, node: RedisServer, section: str) -> dict[str, str]:
         import redis as redis_py
 
-        for _ in range(primaries):
-            self.nodes.append(RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                          "--cluster-node-timeout", "2000", port=_cluster_port()))
-        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=30)
-        deadline = time.monotonic() + 10
+        c = redis_py.Redis(port=node.port, socket_timeout=1, decode_responses=True)
+        try:
+            text = c.execute_command("CLUSTER INFO") if section == "cluster" else c.execute_command("INFO", section)
+        finally:
+            c.close()
+        if isinstance(text, dict):
+            return {str(k): str(v) for k, v in text.items()}
+        return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+
+    def live(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None and not n.paused]
+
+    def wait_ok(self, replicas_up: bool = False, timeout: float = 30) -> None:
+        """Until every live node says ``cluster_state:ok`` (and, with ``replicas_up``, every replica is in sync)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            states = []
-            for n in self.nodes:
-                c = redis_py.Redis(port=n.port, socket_timeout=1)
-                states.append(c.cluster("info").get("cluster_state"))
-                c.close()
-            if all(s == "ok" for s in states):
-                return
+            try:
+                nodes = self.live()
+                ok = all(self._info(n, "cluster").get("cluster_state") == "ok" for n in nodes)
+                if ok and replicas_up:
+                    for n in nodes:
+                        info = self._info(n, "replication")
+                        if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                            ok = False
+                if ok:
+                    return
+            except Exception:
+                pass
             time.sleep(0.05)
         raise RuntimeError("the cluster did not come up")
 
+    def primary_of(self, key: str) -> RedisServer:
+        """The node that serves ``key``'s slot now."""
+        import redis as redis_py
+
+        for n in self.live():
+            c = redis_py.Redis(port=n.port, socket_timeout=1)
+            try:
+                slot = c.cluster("keyslot", key)
+                for start, end, primary, *_ in c.cluster("slots"):
+                    if start <= slot <= end:
+                        port = int(primary[1])
+                        return next(m for m in self.nodes if m.port == port)
+            except Exception:
+                continue
+            finally:
+                c.close()
+        raise RuntimeError(f"no node serves {key!r}")
+
+    def primaries(self) -> list[RedisServer]:
+        return [n for n in self.live() if self._info(n, "replication").get("role") == "master"]
+
     @property
     def port(self) -> int:
-        return self.nodes[0].port
+        return self.live()[0].port
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         for n in self.nodes:
+            if n.paused:
+                n.resume()
             n.stop()
 
 

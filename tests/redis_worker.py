@@ -1,8 +1,11 @@
-"""A process that shares a Redis with the test: ``python -m tests.redis_worker URL PREFIX``.
+"""A process that shares a Redis with the test: ``python -m tests.redis_worker URL PREFIX [cluster] [invalidate]``.
 
 It waits at a gate (a Redis list the test pushes to once every worker is ready),
 calls ``compute(1)`` once and prints the value and its call site's stats as JSON.
 ``compute`` counts its runs in Redis, so the test counts them from outside.
+``cluster``: the URL is a node of a Redis Cluster. ``invalidate``: instead of computing,
+evict ``compute(1)`` (owed while its shard is down), print "owed", and stay alive until
+the eviction has been applied (the background replay) or 20 s have passed.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ def compute(x: int) -> dict[str, Any]:
     return {"x": x, "pid": os.getpid()}
 
 
-def main(url: str, prefix: str) -> None:
+def main(url: str, prefix: str, *flags: str) -> None:
     global control, PREFIX
     PREFIX = prefix
-    control = redis.Redis.from_url(url)
-    configure(store=RedisStore.from_url(url, prefix=prefix))
+    cluster = "cluster" in flags
+    control = (redis.RedisCluster if cluster else redis.Redis).from_url(url)
+    store = RedisStore.from_url(url, prefix=prefix, cluster=cluster)
+    configure(store=store)
+    if "invalidate" in flags:
+        compute.invalidate(1)
+        print("owed" if store.guard.of(compute.key(1)).owes else "applied", flush=True)
+        deadline = time.monotonic() + 20
+        while store.guard.of(compute.key(1)).owes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("applied" if not store.guard.of(compute.key(1)).owes else "still owed", flush=True)
+        return
     control.incr(f"{prefix}:ready")
     if control.blpop([f"{prefix}:gate"], 10) is None:
         raise SystemExit("the gate never opened")
@@ -42,4 +55,4 @@ def main(url: str, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

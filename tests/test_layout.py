@@ -32,6 +32,7 @@ LAYERS = {
     "cacheaside.serializers": 1,
     "cacheaside.resilience": 1,
     "cacheaside.guard": 1,
+    "cacheaside.shards": 1,
     "cacheaside.policy": 1,
     # stores
     "cacheaside.stores": 2,
@@ -41,6 +42,7 @@ LAYERS = {
     "cacheaside.stores.redis_scripts": 2,
     "cacheaside.stores._redis_faults": 2,
     "cacheaside.stores._redis_commands": 2,
+    "cacheaside.stores._redis_spread": 2,
     "cacheaside.stores.redis": 2,
     # flows: what a call does, as generators; in-process single-flight; a call site's reports
     "cacheaside._flights": 3,

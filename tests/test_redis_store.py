@@ -876,27 +876,6 @@ def test_joiners_in_a_process_keep_single_flight_when_their_leader_takes_over(re
         assert runs == [1] and all(out == [1] for _, out in threads)
 
 
-@pytest.mark.slow
-def test_a_cluster_client_is_told_what_does_not_work_yet() -> None:
-    """Cluster support is not there yet: the store says which features fail rather than losing evictions silently."""
-    from .redis_server import RedisCluster
-
-    cluster = RedisCluster()
-    try:
-        client = redis.RedisCluster(host="127.0.0.1", port=cluster.port, socket_timeout=0.25)
-        with pytest.warns(CacheWarning, match=r"Redis Cluster client: .*fails and is lost"):
-            store = RedisStore(client, retry=None)
-
-        @cache_aside(ttl=60, store=store, key="one:{x}")
-        def f(x: int) -> int:
-            return x
-
-        assert f(1) == 1 and f(1) == 1 and f.stats().hits == 1  # one key: hits and leases work
-        client.close()
-    finally:
-        cluster.stop()
-
-
 def test_a_call_arriving_while_a_taken_over_computation_runs_joins_it(redis_server: RedisServer) -> None:
     """The take-over gives the leader a new lease token; a call made meanwhile gets that token and must
     join the leader's flight, not start a second computation."""
@@ -933,8 +912,3 @@ def test_a_client_option_redis_py_does_not_take_is_named_at_the_first_failure(re
         assert f(1) == 1
     assert f(1) == 1 and f.stats().errors == 2  # served by the function; warned once
     store.close()
-
-
-def test_from_url_with_cluster_says_cluster_is_not_supported_yet(redis_server: RedisServer) -> None:
-    with pytest.raises(NotImplementedError, match="does not support Redis Cluster yet"):
-        RedisStore.from_url(redis_server.url, cluster=True)

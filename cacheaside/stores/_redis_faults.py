@@ -11,13 +11,23 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["RIGHTS", "diagnose", "is_async_client", "is_fault", "is_transient", "stall_risks"]
+__all__ = ["RIGHTS", "client_options", "diagnose", "is_async_client", "is_cluster_client", "is_fault", "is_transient",
+           "moved_away", "stall_risks"]
 
 _SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
 _ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
 
 #: Replies that mean the server cannot do its job now (not that the request was wrong).
 _FAULT_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "MISCONF", "CLUSTERDOWN", "TRYAGAIN")
+
+
+#: How a cluster node words a script's access to a key it no longer (or never) served.
+_MOVED_AWAY = "non local key"
+
+
+def moved_away(exc: BaseException) -> bool:
+    """A script sent to one node of a cluster touched a key that node does not serve (the topology changed)."""
+    return isinstance(exc, redis.ResponseError) and _MOVED_AWAY in str(exc)
 
 
 def is_async_client(client: object) -> bool:
@@ -31,12 +41,35 @@ def is_async_client(client: object) -> bool:
     )
 
 
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, (redis.RedisCluster, redis.asyncio.RedisCluster))
+
+
+def client_options(client: Any) -> dict[str, Any] | None:
+    """The connection settings of ``client`` (its nodes' on a cluster), or None when they can't be read."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return getattr(pool, "connection_kwargs", None)
+    options = getattr(client, "connection_kwargs", None)  # redis.asyncio.RedisCluster: every node's
+    if isinstance(options, dict):
+        return options
+    try:  # redis.RedisCluster: each node has a client of its own, made with the same settings
+        node = client.get_default_node()
+        return node.redis_connection.connection_pool.connection_kwargs  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
 def is_fault(exc: BaseException) -> bool:
     """A store fault, which counts against the breaker: unreachable, too slow, or unable to serve."""
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError)):
         return True
     if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
         return True
+    if isinstance(exc, (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException)):
+        return True  # a cluster that is down, failing over or resharding, or that no node of answers
+    if isinstance(exc, redis.exceptions.TryAgainError) or moved_away(exc):
+        return True  # a slot in migration, or one that moved between reading the topology and running a script
     return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _FAULT_REPLIES
 
 
@@ -84,9 +117,9 @@ def client_retries(client: Any) -> int:
     """
     get_retry = getattr(client, "get_retry", None)
     try:
-        retry = get_retry() if get_retry is not None else None
+        retry = get_retry() if get_retry is not None else getattr(client, "retry", None)  # a cluster's own
     except AttributeError:  # redis-py 5.0's RedisCluster.get_retry() reads an attribute it never sets
-        retry = None
+        retry = getattr(client, "retry", None)
     get_retries = getattr(retry, "get_retries", None)
     return int(get_retries()) if get_retries is not None else 0
 
@@ -94,7 +127,7 @@ def client_retries(client: Any) -> int:
 def stall_risks(client: Any) -> list[str]:
     """Client settings under which an outage would hold callers for seconds."""
     risks = []
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    kwargs = client_options(client)
     if kwargs is not None and kwargs.get("socket_timeout") is None:
         risks.append("no socket_timeout (a hung server holds a call forever)")
     retries = client_retries(client)

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from .._types import Entry, Lease
 from ..guard import Guard
+from ..shards import Shards
 
 __all__ = ["AsyncStore", "Store", "StoreInfo"]
 
@@ -24,7 +25,7 @@ class StoreInfo(Protocol):
     """What every store, sync or async, tells the flows about itself.
 
     Read-only members, so that a store may declare them as plain attributes of narrower
-    types (``RedisStore.guard`` is always a ``Guard``) and still be one.
+    types (``MemoryStore.guard`` is always None) and still be one.
     """
 
     @property
@@ -48,8 +49,9 @@ class StoreInfo(Protocol):
         """True when the sync methods never block on I/O, so async code may call them directly."""
 
     @property
-    def guard(self) -> Guard | None:
-        """Breaker, retries and owed evictions for a store that can fail (None for one that can't)."""
+    def guard(self) -> Guard | Shards | None:
+        """Breaker, retries and owed evictions for a store that can fail (None for one that can't);
+        on a store of several shards, one ``Guard`` per shard (``Shards``)."""
 
     @property
     def lease_timeout(self) -> float:

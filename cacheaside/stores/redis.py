@@ -32,12 +32,22 @@ from ..exceptions import warn
 from ..guard import Guard
 from ..resilience import CircuitBreaker, Retry
 from ..serializers import MsgpackSerializer, Serializer
+from ..shards import ShardBreakers, Shards
 from . import redis_scripts as lua
 from ._redis_commands import Commands
-from ._redis_faults import diagnose, is_async_client, is_fault, is_transient, stall_risks
+from ._redis_faults import (
+    client_options,
+    diagnose,
+    is_async_client,
+    is_cluster_client,
+    is_fault,
+    is_transient,
+    stall_risks,
+)
+from ._redis_spread import Spread
 from .envelope import decode
 
-__all__ = ["CLIENT_DEFAULTS", "RedisStore"]
+__all__ = ["CLIENT_DEFAULTS", "CLUSTER_DEFAULTS", "RedisStore"]
 
 _DEFAULT: Any = object()
 
@@ -56,17 +66,40 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "health_check_interval": 30,
 }
 
+#: What ``from_url(cluster=True)`` adds: redis-py's cluster retries off (from redis-py 6 the
+#: ``retry`` above does it): a call that meets a dead primary fails at once, redis-py reads the
+#: topology again, and the store's own retry goes to the promoted replica.
+CLUSTER_DEFAULTS: dict[str, Any] = (
+    {} if int(redis.__version__.split(".")[0]) >= 6 else {"cluster_error_retry_attempts": 0}  # 6+: ``retry``
+)
 
-class RedisStore(Commands):
+
+def _connect(factory: Any, url: str, options: dict[str, Any]) -> Any:
+    """``factory.from_url(url, **options)``. A sync cluster client reads the topology and the command
+    table from some node as it is made: a hung node among them fails it, so it is tried a few times."""
+    attempts = 3 if factory is redis.RedisCluster else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return factory.from_url(url, **options)
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException):
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RedisStore(Commands, Spread):
     """A store in Redis for many processes: one ``GET`` per hit, leases and evictions in Lua.
 
     Args:
         client: a ``redis.Redis`` (serves sync functions) or ``redis.asyncio.Redis``
-            (serves async functions), or a cluster client of either kind. It must not
+            (serves async functions), or a cluster client of either kind
+            (``redis.RedisCluster``, ``redis.asyncio.RedisCluster``). It must not
             decode responses: entries are bytes.
         prefix: first part of every key; ``None`` takes the configured prefix.
         serializer: turns values into bytes; ``None`` means ``MsgpackSerializer()``.
-        breaker: the store's ``CircuitBreaker``; ``None`` turns it off.
+        breaker: the store's ``CircuitBreaker``; ``None`` turns it off. On a cluster each
+            shard gets a breaker of its own with these settings, and ``store.breaker`` is a
+            ``ShardBreakers`` reporting them (the worst state, and ``.shards`` by name).
         retry: the store's ``Retry`` policy; ``None`` turns retries off.
         lease_timeout: seconds a process that misses waits for another process's
             computation of the same key before computing it itself.
@@ -98,9 +131,11 @@ class RedisStore(Commands):
         self.client: Any = client
         self.serves_sync = not is_async
         self.serves_async = is_async
+        #: A Redis Cluster client: a breaker per shard, evictions sent per node (``_redis_spread``).
+        self.cluster = is_cluster_client(client)
         self.prefix = settings.prefix if prefix is None else check_prefix(prefix, "RedisStore")
         self.serializer: Serializer = MsgpackSerializer() if serializer is None else serializer
-        self.breaker = CircuitBreaker() if breaker is _DEFAULT else breaker
+        self.breaker: CircuitBreaker | None = CircuitBreaker() if breaker is _DEFAULT else breaker
         self.retry = Retry() if retry is _DEFAULT else retry
         self.lease_timeout = to_seconds(lease_timeout, owner="RedisStore", param="lease_timeout")
         self.clock = clock
@@ -112,24 +147,18 @@ class RedisStore(Commands):
         self._release = register(lua.RELEASE)
         self._delete = register(lua.DELETE)
         self._tag = register(lua.TAG)
-        timeout = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get("socket_timeout")
+        self._delete_spread = register(lua.DELETE_SPREAD)
+        timeout = (client_options(client) or {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
-        self.guard = Guard(
-            name=repr(self),
-            breaker=self.breaker,
-            retry=self.retry,
-            is_fault=is_fault,
-            is_transient=is_transient,
-            diagnose=diagnose,
-            budget=timeout or 0.25,
-        )
-        if isinstance(client, (redis.RedisCluster, redis.asyncio.RedisCluster)):
-            warn(
-                "RedisStore on a Redis Cluster client: hits, leases and evictions of one key work, but an "
-                "eviction of keys in several slots (@invalidates with several targets, or with tags, "
-                "invalidate_tags) fails and is lost, and a function with tags= is never cached. Until the "
-                "store supports Cluster, use one server, or give related keys one hash tag and no tags."
-            )
+        self._budget = timeout or 0.25
+        self.guard: Guard | Shards
+        if self.cluster:
+            shards = Shards(self._shard_guard, self.locate, self.tag_set)
+            if self.breaker is not None:
+                self.breaker = ShardBreakers(self.breaker, shards.guards)
+            self.guard = shards
+        else:
+            self.guard = self._make_guard(repr(self), self.breaker)
         risks = stall_risks(client)
         if risks:
             warn(
@@ -162,16 +191,10 @@ class RedisStore(Commands):
         ``kwargs`` go to the client and override ``CLIENT_DEFAULTS`` (0.25 s socket
         timeouts, keepalive, health checks). redis-py's own retries are off: the
         store's ``retry`` policy retries within the call's budget instead.
+        ``cluster=True`` makes a Redis Cluster client (``redis.RedisCluster`` or
+        ``redis.asyncio.RedisCluster``) from the URL of any node, with the same settings.
         ``close()`` / ``aclose()`` close the client with the store.
-
-        Raises:
-            NotImplementedError: for ``cluster=True``, until the store supports Redis Cluster.
         """
-        if cluster:
-            raise NotImplementedError(
-                "RedisStore.from_url(cluster=True): the store does not support Redis Cluster yet; use one "
-                "server (RedisStore(redis.RedisCluster(...)) works for one-key use and warns what does not)."
-            )
         options = dict(CLIENT_DEFAULTS)
         if asyncio:
             from redis.asyncio.retry import Retry as AsyncClientRetry
@@ -181,10 +204,15 @@ class RedisStore(Commands):
             from redis.retry import Retry as ClientRetry
 
             options["retry"] = ClientRetry(NoBackoff(), 0)
+        if cluster:
+            options.update(CLUSTER_DEFAULTS)
         options.update(kwargs)
-        factory: Any = redis.asyncio.Redis if asyncio else redis.Redis
+        if cluster:
+            factory: Any = redis.asyncio.RedisCluster if asyncio else redis.RedisCluster
+        else:
+            factory = redis.asyncio.Redis if asyncio else redis.Redis
         store = cls(
-            factory.from_url(url, **options),
+            _connect(factory, url, options),
             prefix=prefix,
             serializer=serializer,
             breaker=breaker,
@@ -196,8 +224,18 @@ class RedisStore(Commands):
         return store
 
     def __repr__(self) -> str:  # no URL: it can hold a password
-        kind = "asyncio" if self.serves_async else "sync"
+        kind = ("asyncio" if self.serves_async else "sync") + (" cluster" if self.cluster else "")
         return f"RedisStore({kind}, prefix={self.prefix!r})"
+
+    def _make_guard(self, name: str, breaker: CircuitBreaker | None) -> Guard:
+        return Guard(name=name, breaker=breaker, retry=self.retry, is_fault=is_fault, is_transient=is_transient,
+                     diagnose=diagnose, budget=self._budget)
+
+    def _shard_guard(self, node: str) -> Guard:
+        """The guard of a shard of the cluster, first served by ``node``."""
+        breakers = self.breaker
+        breaker = breakers.make() if isinstance(breakers, ShardBreakers) else None
+        return self._make_guard(f"{self!r} shard {node}", breaker)
 
     def close(self) -> None:
         """Stop the background replay of owed evictions, and close the client if the store made it."""
@@ -228,6 +266,9 @@ class RedisStore(Commands):
         """Run ``script`` (recording a fill's ``tags`` in the same round trip); its reply."""
         if self.serves_async:  # a sync method on an asyncio client would only make a coroutine
             raise TypeError(f"{self!r} is on an asyncio client: use its a-methods (from async code)")
+        if self.cluster and tags:
+            replies = [run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
+            return replies[0]
         try:
             reply = self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:
@@ -260,7 +301,9 @@ class RedisStore(Commands):
         return None
 
     def delete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
-        if keys or tags:
+        if self.cluster:
+            self._spread_delete(keys, tags)
+        elif keys or tags:
             self._run(**self._delete_args(keys, tags))
 
     def purge(self) -> None:
@@ -289,6 +332,9 @@ class RedisStore(Commands):
     async def _arun(
         self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str] = (), px: int = 0
     ) -> Any:
+        if self.cluster and tags:
+            replies = [await run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
+            return replies[0]
         try:
             reply = await self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:
@@ -323,7 +369,9 @@ class RedisStore(Commands):
         return None
 
     async def adelete(self, keys: Collection[str], tags: Collection[str] = ()) -> None:
-        if keys or tags:
+        if self.cluster:
+            await self._aspread_delete(keys, tags)
+        elif keys or tags:
             await self._arun(**self._delete_args(keys, tags))
 
     async def apurge(self) -> None:

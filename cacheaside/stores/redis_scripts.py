@@ -42,8 +42,8 @@ from __future__ import annotations
 from .._encoding import escape
 from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
 
-__all__ = ["ACQUIRE", "DELETE", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "book", "lease_key",
-           "tag_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "book",
+           "lease_key", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
@@ -188,11 +188,7 @@ return 0
 """
 )
 
-#: KEYS: n entries, then tag sets; ARGV: n, prefix, then each tag set's tag (escaped, as in
-#: the envelope, without its commas). Deletes the entries and their leases (revoking every outstanding fill),
-#: and of each tag set's members those whose entry or lease still carries the tag (and the
-#: tag sets), and wakes their waiters.
-DELETE = (
+_DROP_LUA = (
     _COMMON_LUA
     + f"""
 local prefix = ARGV[2]
@@ -223,17 +219,51 @@ local function carries(k, lease, tag)
   local g = redis.pcall('HGET', lease, 'g')
   return type(g) == 'string' and string.find(g, needle, 1, true) ~= nil
 end
+-- Drop member m of a tag set if its entry or fill still carries tag.
+local function drop_tagged(m, tag)
+  local lease = lease_of_key(m)
+  if carries(m, lease, tag) then drop(m, lease) end
+end
+"""
+)
+
+#: KEYS: n entries, then tag sets; ARGV: n, prefix, then each tag set's tag (escaped, as in
+#: the envelope, without its commas). Deletes the entries and their leases (revoking every outstanding fill),
+#: and of each tag set's members those whose entry or lease still carries the tag (and the
+#: tag sets), and wakes their waiters.
+DELETE = (
+    _DROP_LUA
+    + """
 local n = tonumber(ARGV[1])
 for i = 1, n do drop(KEYS[i], lease_of_key(KEYS[i])) end
 for i = n + 1, #KEYS do
   if redis.call('TYPE', KEYS[i]).ok == 'zset' then
     local tag = ARGV[i - n + 2]
-    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
-      local lease = lease_of_key(m)
-      if carries(m, lease, tag) then drop(m, lease) end
-    end
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do drop_tagged(m, tag) end
   end
   redis.call('DEL', KEYS[i])
+end
+return 0
+"""
+)
+
+#: Redis Cluster: ``DELETE`` for the keys of one node, in any of its slots (the caller found the
+#: tag sets' members first). KEYS: one of them (it routes the script to their node); ARGV: n,
+#: prefix, n entry keys, then groups of a tag (escaped), a count c and c members of its tag set.
+#: Deletes the n entries and their leases, and each group's members whose entry or lease still
+#: carries its tag, and wakes their waiters. The other keys are not declared: a script without a
+#: shebang line may touch any key its node serves (a key it does not serve fails the whole script,
+#: before any write, with "non local key").
+DELETE_SPREAD = (
+    _DROP_LUA
+    + """
+local n = tonumber(ARGV[1])
+for i = 3, n + 2 do drop(ARGV[i], lease_of_key(ARGV[i])) end
+local i = n + 3
+while i <= #ARGV do
+  local tag, count = ARGV[i], tonumber(ARGV[i + 1])
+  for j = i + 2, i + 1 + count do drop_tagged(ARGV[j], tag) end
+  i = i + 2 + count
 end
 return 0
 """

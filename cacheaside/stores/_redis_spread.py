@@ -1,0 +1,162 @@
+"""``RedisStore`` on Redis Cluster: fills that record tags, and evictions whose keys live on many nodes.
+
+A cluster runs a script on one node, and redis-py sends one only with keys of one slot (and no
+script inside a cluster pipeline). A hit, an acquire, a set and a release touch one slot
+(``redis_scripts``), so they are sent as on one server. What differs:
+
+- a fill with tags runs its script, then one ``TAG`` per tag (each tag set is in a slot of its
+  own), in that order, before the computation starts;
+- an eviction reads the members of its tags' sets (one pipeline: one round trip per node that
+  holds a set), then sends one ``DELETE_SPREAD`` per node that holds any of the keys, routed by
+  one of them; the tag sets keep their members, which expire with their entries. When the
+  topology changed in between (a key its node no longer serves), that node's keys go one by
+  one, each routed by redis-py. Every node is tried; what failed is reported per node
+  (``PartialEviction``), so that each shard's guard owes only its own keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import redis
+
+from .._encoding import escape
+from .._types import PartialEviction
+from . import redis_scripts as lua
+from ._redis_faults import moved_away
+
+__all__ = ["Spread"]
+
+#: One node's share of an eviction: the entry keys it drops, and the arguments of its script.
+Part = tuple[list[str], list[Any]]
+
+
+class Spread:
+    """The cluster side of a ``RedisStore`` (its attributes are set by ``RedisStore.__init__``)."""
+
+    client: Any
+    prefix: str
+    _tag: Any
+    _delete_spread: Any
+
+    def locate(self, key: str) -> tuple[int, str]:
+        """``key``'s hash slot and the node serving it now (``host:port``), from the client's topology."""
+        return int(self.client.keyslot(key)), str(self.client.get_node_from_key(key).name)
+
+    def tag_set(self, tag: str) -> str:
+        return lua.tag_key(self.prefix, tag)
+
+    def _fill_calls(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str],
+                    px: int) -> list[tuple[Any, Sequence[Any], Sequence[Any]]]:
+        """A fill with tags: its script, then one ``TAG`` per tag (script, keys, args; to send in order)."""
+        return [(script, keys, args), *((self._tag, [self.tag_set(tag)], [keys[0], px]) for tag in tags)]
+
+    def _members(self, tags: list[str], replies: Sequence[Any]) -> tuple[list[tuple[str, list[str]]],
+                                                                        list[tuple[str, str, Exception]]]:
+        """Each tag's members from its ``ZRANGE`` reply, and the tags whose set could not be read."""
+        found, unresolved = [], []
+        for tag, reply in zip(tags, replies, strict=True):
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE"):
+                reply = []  # something else under the name: no member recorded (the next TAG replaces it)
+            if isinstance(reply, Exception):
+                unresolved.append((tag, self.tag_set(tag), reply))
+            else:
+                found.append((tag, [m.decode() if isinstance(m, bytes) else m for m in reply]))
+        return found, unresolved
+
+    def _parts(self, keys: Collection[str], members: list[tuple[str, list[str]]]) -> list[Part]:
+        """The eviction's share of each node: ``keys`` unconditionally, and each tag's members that carry it."""
+        nodes: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
+        for key in dict.fromkeys(keys):
+            nodes.setdefault(self.locate(key)[1], ([], {}))[0].append(key)
+        for tag, names in members:
+            for name in names:
+                nodes.setdefault(self.locate(name)[1], ([], {}))[1].setdefault(escape(tag), []).append(name)
+        parts = []
+        for plain, tagged in nodes.values():
+            argv: list[Any] = [len(plain), self.prefix, *plain]
+            dropped = list(plain)
+            for tag, names in tagged.items():
+                argv += [tag, len(names), *names]
+                dropped += names
+            parts.append((dropped, argv))
+        return parts
+
+    def _one_by_one(self, part: Part) -> list[tuple[list[Any], list[Any]]]:
+        """A node's share as one script per key (keys, args), each routed by redis-py on its own."""
+        argv = part[1]
+        count = int(argv[0])
+        calls = [([key], [1, self.prefix, key]) for key in argv[2:2 + count]]
+        i = 2 + count
+        while i < len(argv):
+            tag, size = argv[i], int(argv[i + 1])
+            calls += [([name], [0, self.prefix, tag, 1, name]) for name in argv[i + 2:i + 2 + size]]
+            i += 2 + size
+        return calls
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def _spread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
+        names = list(dict.fromkeys(tags))
+        members: list[tuple[str, list[str]]] = []
+        unresolved: list[tuple[str, str, Exception]] = []
+        if names:
+            pipe = self.client.pipeline(transaction=False)
+            for tag in names:
+                pipe.zrange(self.tag_set(tag), 0, -1)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                replies = [exc] * len(names)
+            members, unresolved = self._members(names, replies)
+        failed = []
+        for part in self._parts(keys, members):
+            try:
+                self._send_part(part)
+            except Exception as exc:
+                failed.append((part[0], exc))
+        if failed or unresolved:
+            raise PartialEviction(failed, unresolved)
+
+    def _send_part(self, part: Part) -> None:
+        try:
+            self._delete_spread(keys=part[0][:1], args=part[1])
+        except redis.ResponseError as exc:
+            if not moved_away(exc):
+                raise
+            for keys, args in self._one_by_one(part):
+                self._delete_spread(keys=keys, args=args)
+
+    # -- asyncio -------------------------------------------------------------------------
+
+    async def _aspread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
+        names = list(dict.fromkeys(tags))
+        members: list[tuple[str, list[str]]] = []
+        unresolved: list[tuple[str, str, Exception]] = []
+        if names:
+            pipe = self.client.pipeline(transaction=False)
+            for tag in names:
+                pipe.zrange(self.tag_set(tag), 0, -1)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                replies = [exc] * len(names)
+            members, unresolved = self._members(names, replies)
+        failed = []
+        for part in self._parts(keys, members):
+            try:
+                await self._asend_part(part)
+            except Exception as exc:
+                failed.append((part[0], exc))
+        if failed or unresolved:
+            raise PartialEviction(failed, unresolved)
+
+    async def _asend_part(self, part: Part) -> None:
+        try:
+            await self._delete_spread(keys=part[0][:1], args=part[1])
+        except redis.ResponseError as exc:
+            if not moved_away(exc):
+                raise
+            for keys, args in self._one_by_one(part):
+                await self._delete_spread(keys=keys, args=args)

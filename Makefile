@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-lowest test-redis-py bench bench-redis bench-consistency bench-chaos lint clean
+.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/cacheaside demo $(ARGS)
+
+# A local Redis Cluster (3 primaries, 3 replicas, on free ports) to try the store on; Ctrl-C stops it.
+cluster: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.redis_server
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
@@ -59,6 +63,9 @@ bench: $(VENV)/.installed-dev
 
 bench-redis: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_redis.py
+
+bench-cluster: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_cluster.py
 
 bench-consistency: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_consistency.py

@@ -71,7 +71,7 @@ def _progress(done: int, total: int, started: float) -> None:
         print(f"  ... {done}/{total} operations", flush=True)
 
 
-def run(store_url: str | None = None, ops: int = 400, users: int = 50, seed: int = 7) -> int:
+def run(store_url: str | None = None, ops: int = 400, users: int = 50, seed: int = 7, cluster: bool = False) -> int:
     """Run the demo; returns a process exit code."""
     store: Any
     if store_url is None:
@@ -80,17 +80,19 @@ def run(store_url: str | None = None, ops: int = 400, users: int = 50, seed: int
         import redis
 
         # A prefix of this run's own, so entries left by an earlier run don't turn misses into hits.
-        store = RedisStore.from_url(store_url, prefix=f"cacheaside-demo-{os.getpid()}-{int(time.time())}")
         try:
+            store = RedisStore.from_url(store_url, prefix=f"cacheaside-demo-{os.getpid()}-{int(time.time())}",
+                                        cluster=cluster)
             store.client.ping()
         except redis.RedisError as exc:
-            print(f"--redis: cannot reach the Redis server ({type(exc).__name__}); is it running at that URL?")
+            what = "Redis Cluster" if cluster else "Redis server"
+            print(f"--redis: cannot reach the {what} ({type(exc).__name__}); is it running at that URL?")
             return 2
     configure(store=store)
     plan = workload(ops, users, seed)
 
     print(f"cacheaside demo: {ops} operations on {users} users, a {QUERY_SECONDS * 1000:.0f} ms query each, "
-          f"on {type(store).__name__}")
+          f"on {type(store).__name__}{' (Redis Cluster)' if cluster else ''}")
 
     # Without the cache: every read is a query.
     bare = SlowDatabase(users)

@@ -196,3 +196,22 @@ def _cluster_port() -> int:
             continue
         return port
     raise RuntimeError("no free port pair for a cluster node")
+
+
+def main() -> None:
+    """``make cluster``: a local Redis Cluster (3 primaries, 3 replicas) to try the store on, until Ctrl-C."""
+    cluster = RedisCluster(3, 1, "--cluster-require-full-coverage", "no")
+    try:
+        print(f"Redis Cluster up: {cluster.url} (nodes {', '.join(str(n.port) for n in cluster.nodes)}); "
+              "Ctrl-C stops it", flush=True)
+        print(f"  try it: .venv/bin/cacheaside demo --redis {cluster.url} --cluster", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -416,3 +416,46 @@ def test_from_url_cluster_settings_and_asyncio_client_kind(redis_cluster: RedisC
     _close(sync_store)
     _close(async_store)
     asyncio.run(asyncio.sleep(0))
+
+
+# -- tag sets under memory pressure ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["allkeys-lru", "noeviction"])
+def test_tags_under_a_small_maxmemory(policy: str) -> None:
+    """Under an evicting policy the store warns at the first tagged fill (Redis may drop tag sets);
+    under noeviction no tag eviction misses an entry, however full the server is."""
+    from cacheaside import CacheWarning
+
+    from .redis_server import RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer("--maxmemory", "2mb", "--maxmemory-policy", policy)
+    store = RedisStore.from_url(server.url, prefix=_prefix())
+    version: dict[int, int] = {}
+
+    @cache_aside(ttl=600, store=store, tags=["item:{i}"])
+    def get(i: int) -> tuple[int, bytes]:
+        return (version.get(i, 0), b"x" * 200)
+
+    @invalidates(tags=["item:{i}"], store=store)
+    def bump(i: int) -> None:
+        version[i] = version.get(i, 0) + 1
+
+    try:
+        if policy != "noeviction":
+            with pytest.warns(CacheWarning, match=f"maxmemory-policy is {policy}"):
+                get(0)
+            return
+        for i in range(6000):
+            get(i)
+        stale = 0
+        for i in range(0, 6000, 60):
+            bump(i)
+            stale += get(i)[0] != version[i]
+        assert stale == 0
+    finally:
+        store.close()
+        server.stop()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .redis_server import RedisServer, free_port
+from .redis_server import RedisCluster, RedisServer, free_port
 
 
 def test_demo_output() -> None:
@@ -37,3 +37,13 @@ def test_demo_on_an_unreachable_redis_says_so() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2 and "cannot reach the Redis server" in out.stdout
+
+
+@pytest.mark.redis
+def test_demo_runs_on_a_redis_cluster(redis_cluster: RedisCluster) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cacheaside", "demo", "--ops", "120", "--redis", redis_cluster.url, "--cluster"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "on RedisStore (Redis Cluster)" in out.stdout and "fresh, as expected" in out.stdout

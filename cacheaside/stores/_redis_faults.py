@@ -12,7 +12,8 @@ import redis
 import redis.asyncio
 
 __all__ = ["RIGHTS", "client_options", "diagnose", "is_async_client", "is_cluster_client", "is_fault", "is_transient",
-           "moved_away", "stall_risks"]
+           "moved_away", "stall_risks",
+           "tag_policy_risk"]
 
 _SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
 _ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
@@ -134,3 +135,25 @@ def stall_risks(client: Any) -> list[str]:
     if retries:
         risks.append(f"redis-py's own retries on ({retries}, each up to the socket timeout)")
     return risks
+
+
+#: The maxmemory policies under which Redis never evicts a key to make room (writes fail instead).
+SAFE_FOR_TAGS = ("noeviction",)
+
+
+def tag_policy_risk(reply: Any) -> str | None:
+    """What is wrong with the server's ``maxmemory-policy`` (a ``CONFIG GET`` reply, or one per node
+    from a cluster) for tag sets, or None. Under any evicting policy Redis may evict a tag set while
+    entries it lists live on, and an eviction by that tag then misses them (until their TTL)."""
+    replies = [reply]
+    if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
+        replies = list(reply.values())
+    for one in replies:
+        if not isinstance(one, dict):
+            continue
+        policy = one.get("maxmemory-policy", one.get(b"maxmemory-policy"))
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if policy is not None and policy not in SAFE_FOR_TAGS:
+            return str(policy)
+    return None

@@ -43,6 +43,7 @@ from ._redis_faults import (
     is_fault,
     is_transient,
     stall_risks,
+    tag_policy_risk,
 )
 from ._redis_spread import Spread
 from .envelope import decode
@@ -166,6 +167,8 @@ class RedisStore(Commands, Spread):
                 "call would stall. Create it with socket_timeout=0.25, socket_connect_timeout=0.25 and "
                 "retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), as RedisStore.from_url(url) does."
             )
+        #: The server's maxmemory policy was checked (once, at the first fill with tags).
+        self._policy_checked = False
         self._id = os.urandom(6).hex()
         self._serial = itertools.count(1)
         #: The store made the client (``from_url``), so ``close()`` closes it too.
@@ -227,6 +230,22 @@ class RedisStore(Commands, Spread):
         kind = ("asyncio" if self.serves_async else "sync") + (" cluster" if self.cluster else "")
         return f"RedisStore({kind}, prefix={self.prefix!r})"
 
+    @staticmethod
+    def _config(config_get: Any) -> Any:
+        try:
+            return config_get("maxmemory-policy")
+        except Exception:
+            return None  # CONFIG refused (managed services, ACLs): nothing to check against
+
+    def _warn_policy(self, reply: Any) -> None:
+        policy = tag_policy_risk(reply)
+        if policy is not None:
+            warn(
+                f"{self!r}: the server's maxmemory-policy is {policy}: when memory is full Redis may evict a tag "
+                "set while entries it lists stay, and an eviction by that tag then misses them until their TTL. "
+                "With tags, use maxmemory-policy noeviction with headroom (see the README, 'Redis in production')."
+            )
+
     def _make_guard(self, name: str, breaker: CircuitBreaker | None) -> Guard:
         return Guard(name=name, breaker=breaker, retry=self.retry, is_fault=is_fault, is_transient=is_transient,
                      diagnose=diagnose, budget=self._budget)
@@ -266,6 +285,9 @@ class RedisStore(Commands, Spread):
         """Run ``script`` (recording a fill's ``tags`` in the same round trip); its reply."""
         if self.serves_async:  # a sync method on an asyncio client would only make a coroutine
             raise TypeError(f"{self!r} is on an asyncio client: use its a-methods (from async code)")
+        if tags and not self._policy_checked:
+            self._policy_checked = True
+            self._warn_policy(self._config(self.client.config_get))
         if self.cluster and tags:
             replies = [run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
             return replies[0]
@@ -332,6 +354,13 @@ class RedisStore(Commands, Spread):
     async def _arun(
         self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str] = (), px: int = 0
     ) -> Any:
+        if tags and not self._policy_checked:
+            self._policy_checked = True
+            try:
+                reply = await self.client.config_get("maxmemory-policy")
+            except Exception:
+                reply = None  # CONFIG refused (managed services, ACLs): nothing to check against
+            self._warn_policy(reply)
         if self.cluster and tags:
             replies = [await run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
             return replies[0]

@@ -61,7 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cacheaside import RedisStore, cache_aside, invalidates
 from cacheaside._types import Entry, Lease
 from cacheaside.stores.envelope import encode
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisCluster, RedisServer
 
 ROWS = 20
 READ_SHARE = 0.9
@@ -69,6 +69,11 @@ VARIANTS = ["plain-sync", "cacheaside-sync", "plain-async", "cacheaside-async"]
 ABLATION = ["nolease-sync", "nolease-async"]
 #: Both variants' clients: the timeouts RedisStore.from_url uses, and no redis-py retries.
 CLIENT: dict[str, Any] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+
+#: --cluster: every client is a Redis Cluster client, on a cluster the benchmark starts (workers get the flag too).
+CLUSTER = "--cluster" in sys.argv
+SyncClient: Any = redis.RedisCluster if CLUSTER else redis.Redis
+AsyncClient: Any = redis.asyncio.RedisCluster if CLUSTER else redis.asyncio.Redis
 
 
 # -- the source of truth ----------------------------------------------------------------
@@ -234,8 +239,8 @@ def sync_worker(
 ) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
-    control = redis.Redis.from_url(url)
-    client = redis.Redis.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
+    control = SyncClient.from_url(url)
+    client = SyncClient.from_url(url, **CLIENT, retry=ClientRetry(NoBackoff(), 0))
     sent = count_round_trips(is_async=False) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     computed = [0]  # runs of the computation, in every variant
@@ -325,8 +330,8 @@ async def async_worker(
 ) -> dict[str, Any]:
     db = connect(dbpath)
     rng = plan(seed)
-    control = redis.asyncio.Redis.from_url(url)
-    client = redis.asyncio.Redis.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
+    control = AsyncClient.from_url(url)
+    client = AsyncClient.from_url(url, **CLIENT, retry=AsyncClientRetry(NoBackoff(), 0))
     sent = count_round_trips(is_async=True) if count else None
     log: list[tuple[str, int, int, int, int]] = []
     computed = [0]  # runs of the computation, in every variant
@@ -443,10 +448,13 @@ def chaos(server: RedisServer, seconds: float, outages: list[tuple[int, int]]) -
         outages.append((down, time.monotonic_ns()))
 
 
-def redis_cpu(control: redis.Redis) -> float:
-    """The Redis server's CPU seconds so far (user + system, its own count)."""
-    info = control.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def redis_cpu(control: Any) -> float:
+    """The Redis server's CPU seconds so far (user + system, its own count; on a cluster, its primaries')."""
+    if CLUSTER:
+        infos = list(control.info("cpu", target_nodes=redis.RedisCluster.PRIMARIES).values())
+    else:
+        infos = [control.info("cpu")]
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in infos)
 
 
 def run_variant(
@@ -457,13 +465,13 @@ def run_variant(
     dbpath = os.path.join(tmp, "truth.sqlite")
     create(dbpath)
     prefix = f"cons-{variant}-{os.getpid()}-{time.monotonic_ns()}"
-    control = redis.Redis.from_url(url)
+    control = SyncClient.from_url(url)
     outs = [os.path.join(tmp, f"{variant}-{i}.json") for i in range(procs)]
     workers = [
         subprocess.Popen([
             sys.executable, __file__, "--worker", "--variant", variant, "--url", url, "--prefix", prefix,
             "--db", dbpath, "--seconds", str(seconds), "--seed", str(1000 + i), "--out", outs[i],
-            *flags,
+            *flags, *(["--cluster"] if CLUSTER else []),
         ])
         for i in range(procs)
     ]
@@ -546,6 +554,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the variants, in alternating order; ratios are the median over rounds")
     parser.add_argument("--url", help="an existing Redis (default: start one on a free port)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run on a Redis Cluster it starts (3 primaries, 3 replicas), or that --url names")
     parser.add_argument("--chaos", action="store_true",
                         help="kill Redis twice per run and restart it with its data (cacheaside variants only)")
     parser.add_argument("--ablation", action="store_true",
@@ -573,8 +583,9 @@ def main() -> None:
         # appendfsync always: an eviction the server acknowledged must survive its own crash.
         server: RedisServer | None = RedisServer("--appendonly", "yes", "--appendfsync", "always")
     else:
-        server = None if args.url else RedisServer()
-    url = args.url if args.url and not args.chaos else server.url  # type: ignore[union-attr]
+        server = None if args.url or args.cluster else RedisServer()
+    cluster = RedisCluster(3, 1) if args.cluster and not args.url else None
+    url = args.url if args.url and not args.chaos else (cluster or server).url  # type: ignore[union-attr]
     # Variants compared with each other run back to back in each round, in alternating order
     # (ABBA), so that the machine's drift over the session hits them alike.
     if args.chaos:
@@ -598,6 +609,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        if cluster is not None:
+            cluster.stop()
     results = {variant: merge(runs[variant]) for group in groups for variant in group}
     if args.chaos:
         print(f"{args.procs} processes x {args.seconds:g} s per variant; Redis killed (SIGKILL) at 30% and 65% "

@@ -36,7 +36,8 @@ def main(url: str, prefix: str, *flags: str) -> None:
     global control, PREFIX
     PREFIX = prefix
     cluster = "cluster" in flags
-    control = (redis.RedisCluster if cluster else redis.Redis).from_url(url)
+    control = (redis.RedisCluster if cluster else redis.Redis).from_url(url, socket_timeout=2,
+                                                                          socket_connect_timeout=2)
     store = RedisStore.from_url(url, prefix=prefix, cluster=cluster)
     configure(store=store)
     if "invalidate" in flags:

@@ -11,9 +11,20 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["RIGHTS", "client_options", "diagnose", "is_async_client", "is_cluster_client", "is_fault", "is_transient",
-           "moved_away", "stall_risks",
-           "tag_policy_risk"]
+__all__ = [
+    "RIGHTS",
+    "client_options",
+    "config_policy",
+    "connect",
+    "diagnose",
+    "is_async_client",
+    "is_cluster_client",
+    "is_fault",
+    "is_transient",
+    "moved_away",
+    "stall_risks",
+    "tag_policy_risk",
+]
 
 _SYNC_CLIENTS: tuple[type, ...] = (redis.Redis, redis.RedisCluster)
 _ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
@@ -21,6 +32,9 @@ _ASYNC_CLIENTS: tuple[type, ...] = (redis.asyncio.Redis, redis.asyncio.RedisClus
 #: Replies that mean the server cannot do its job now (not that the request was wrong).
 _FAULT_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "MISCONF", "CLUSTERDOWN", "TRYAGAIN")
 
+
+#: How redis-py words a command it refuses to send to a cluster (not an outage).
+_CLUSTER_REFUSALS = ("same key slot", "same slot", "is blocked")
 
 #: How a cluster node words a script's access to a key it no longer (or never) served.
 _MOVED_AWAY = "non local key"
@@ -67,6 +81,10 @@ def is_fault(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
         return True
+    if isinstance(exc, redis.exceptions.MaxConnectionsError):
+        return False  # this process's pool is full (a burst of calls), not the store failing
+    if isinstance(exc, redis.exceptions.RedisClusterException) and any(w in str(exc) for w in _CLUSTER_REFUSALS):
+        return False  # refused by redis-py before sending: the store cannot do this on a cluster (see diagnose)
     if isinstance(exc, (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException)):
         return True  # a cluster that is down, failing over or resharding, or that no node of answers
     if isinstance(exc, redis.exceptions.TryAgainError) or moved_away(exc):
@@ -93,6 +111,12 @@ def diagnose(exc: BaseException) -> str | None:
         return (
             f"its client was made with an option redis-py does not take ({message}); every command fails. "
             "Check the keyword arguments given to RedisStore.from_url or to the client."
+        )
+    if isinstance(exc, redis.exceptions.RedisClusterException) and any(w in message for w in _CLUSTER_REFUSALS):
+        return (
+            f"redis-py refused a command of the store on Redis Cluster ({message}). A key that holds '}}' "
+            "without a hash tag before it (e.g. 'search:{}') cannot keep its lease in its own slot, so it is "
+            "never cached on a cluster: give the key a hash tag ('search:{q}:...') or keep '}' out of it."
         )
     if isinstance(exc, redis.exceptions.NoPermissionError) or (
         isinstance(exc, redis.ResponseError) and any(words in message for words in _SCRIPT_NOPERM)
@@ -155,5 +179,33 @@ def tag_policy_risk(reply: Any) -> str | None:
         if isinstance(policy, bytes):
             policy = policy.decode()
         if policy is not None and policy not in SAFE_FOR_TAGS:
-            return str(policy)
+            return (
+                f"the server's maxmemory-policy is {policy}: when memory is full Redis may evict a tag set while "
+                "entries it lists stay, and an eviction by that tag then misses them until their TTL. With tags, "
+                "use maxmemory-policy noeviction with headroom (see the README, 'Redis in production')."
+            )
     return None
+
+
+def config_policy(config_get: Any) -> Any:
+    """The server's ``maxmemory-policy`` (a ``CONFIG GET`` reply), or None when CONFIG is refused."""
+    try:
+        return config_get("maxmemory-policy")
+    except Exception:
+        return None  # managed services and ACLs often refuse CONFIG: nothing to check against
+
+
+def connect(factory: Any, url: str, options: dict[str, Any]) -> Any:
+    """``factory.from_url(url, **options)``. A sync cluster client reads the topology and the command
+    table from some node as it is made: a hung node among them fails it, so it is tried a few times."""
+    attempts = 3 if factory is redis.RedisCluster else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return factory.from_url(url, **options)
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException):
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+

@@ -6,8 +6,9 @@ script inside a cluster pipeline). A hit, an acquire, a set and a release touch 
 
 - a fill with tags runs its script, then one ``TAG`` per tag (each tag set is in a slot of its
   own), in that order, before the computation starts;
-- an eviction reads the members of its tags' sets (one pipeline: one round trip per node that
-  holds a set), then sends one ``DELETE_SPREAD`` per node that holds any of the keys, routed by
+- an eviction reads the members of its tags' sets (one ``ZRANGE`` per tag: a cluster pipeline
+  fails whole when any node is down, so one sick shard would fail the healthy ones), then sends
+  one ``DELETE_SPREAD`` per node that holds any of the keys, routed by
   one of them; the tag sets keep their members, which expire with their entries. When the
   topology changed in between (a key its node no longer serves), that node's keys go one by
   one, each routed by redis-py. Every node is tried; what failed is reported per node
@@ -102,13 +103,12 @@ class Spread:
         members: list[tuple[str, list[str]]] = []
         unresolved: list[tuple[str, str, Exception]] = []
         if names:
-            pipe = self.client.pipeline(transaction=False)
-            for tag in names:
-                pipe.zrange(self.tag_set(tag), 0, -1)
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except Exception as exc:
-                replies = [exc] * len(names)
+            replies: list[Any] = []
+            for tag in names:  # one by one: a cluster pipeline fails whole when any node is down
+                try:
+                    replies.append(self.client.zrange(self.tag_set(tag), 0, -1))
+                except Exception as exc:
+                    replies.append(exc)
             members, unresolved = self._members(names, replies)
         failed = []
         for part in self._parts(keys, members):
@@ -135,13 +135,12 @@ class Spread:
         members: list[tuple[str, list[str]]] = []
         unresolved: list[tuple[str, str, Exception]] = []
         if names:
-            pipe = self.client.pipeline(transaction=False)
+            replies: list[Any] = []
             for tag in names:
-                pipe.zrange(self.tag_set(tag), 0, -1)
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except Exception as exc:
-                replies = [exc] * len(names)
+                try:
+                    replies.append(await self.client.zrange(self.tag_set(tag), 0, -1))
+                except Exception as exc:
+                    replies.append(exc)
             members, unresolved = self._members(names, replies)
         failed = []
         for part in self._parts(keys, members):

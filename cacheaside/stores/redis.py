@@ -37,6 +37,8 @@ from . import redis_scripts as lua
 from ._redis_commands import Commands
 from ._redis_faults import (
     client_options,
+    config_policy,
+    connect,
     diagnose,
     is_async_client,
     is_cluster_client,
@@ -73,19 +75,6 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 CLUSTER_DEFAULTS: dict[str, Any] = (
     {} if int(redis.__version__.split(".")[0]) >= 6 else {"cluster_error_retry_attempts": 0}  # 6+: ``retry``
 )
-
-
-def _connect(factory: Any, url: str, options: dict[str, Any]) -> Any:
-    """``factory.from_url(url, **options)``. A sync cluster client reads the topology and the command
-    table from some node as it is made: a hung node among them fails it, so it is tried a few times."""
-    attempts = 3 if factory is redis.RedisCluster else 1
-    for attempt in range(1, attempts + 1):
-        try:
-            return factory.from_url(url, **options)
-        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException):
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RedisStore(Commands, Spread):
@@ -215,7 +204,7 @@ class RedisStore(Commands, Spread):
         else:
             factory = redis.asyncio.Redis if asyncio else redis.Redis
         store = cls(
-            _connect(factory, url, options),
+            connect(factory, url, options),
             prefix=prefix,
             serializer=serializer,
             breaker=breaker,
@@ -230,21 +219,10 @@ class RedisStore(Commands, Spread):
         kind = ("asyncio" if self.serves_async else "sync") + (" cluster" if self.cluster else "")
         return f"RedisStore({kind}, prefix={self.prefix!r})"
 
-    @staticmethod
-    def _config(config_get: Any) -> Any:
-        try:
-            return config_get("maxmemory-policy")
-        except Exception:
-            return None  # CONFIG refused (managed services, ACLs): nothing to check against
-
     def _warn_policy(self, reply: Any) -> None:
-        policy = tag_policy_risk(reply)
-        if policy is not None:
-            warn(
-                f"{self!r}: the server's maxmemory-policy is {policy}: when memory is full Redis may evict a tag "
-                "set while entries it lists stay, and an eviction by that tag then misses them until their TTL. "
-                "With tags, use maxmemory-policy noeviction with headroom (see the README, 'Redis in production')."
-            )
+        problem = tag_policy_risk(reply)
+        if problem is not None:
+            warn(f"{self!r}: {problem}")
 
     def _make_guard(self, name: str, breaker: CircuitBreaker | None) -> Guard:
         return Guard(name=name, breaker=breaker, retry=self.retry, is_fault=is_fault, is_transient=is_transient,
@@ -287,7 +265,7 @@ class RedisStore(Commands, Spread):
             raise TypeError(f"{self!r} is on an asyncio client: use its a-methods (from async code)")
         if tags and not self._policy_checked:
             self._policy_checked = True
-            self._warn_policy(self._config(self.client.config_get))
+            self._warn_policy(config_policy(self.client.config_get))
         if self.cluster and tags:
             replies = [run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
             return replies[0]

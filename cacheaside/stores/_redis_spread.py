@@ -17,7 +17,7 @@ script inside a cluster pipeline). A hit, an acquire, a set and a release touch 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Generator, Sequence
 from typing import Any
 
 import redis
@@ -96,28 +96,41 @@ class Spread:
             i += 2 + size
         return calls
 
+    def _spread_steps(self, keys: Collection[str], tags: Collection[str]) -> Generator[Any, Any, None]:
+        """An eviction on a cluster, as steps: yields a tag set's name to read (``ZRANGE``), then each
+        node's ``Part`` to send, and is sent the reply or the exception; raises ``PartialEviction`` at
+        the end if anything failed. The sync and async methods only carry the steps out."""
+        names = list(dict.fromkeys(tags))
+        replies = []
+        for tag in names:  # one by one: a cluster pipeline fails whole when any node is down
+            replies.append((yield self.tag_set(tag)))
+        members, unresolved = self._members(names, replies)
+        failed = []
+        for part in self._parts(keys, members):
+            error = yield part
+            if error is not None:
+                failed.append((part[0], error))
+        if failed or unresolved:
+            raise PartialEviction(failed, unresolved)
+
     # -- sync ----------------------------------------------------------------------------
 
     def _spread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
-        names = list(dict.fromkeys(tags))
-        members: list[tuple[str, list[str]]] = []
-        unresolved: list[tuple[str, str, Exception]] = []
-        if names:
-            replies: list[Any] = []
-            for tag in names:  # one by one: a cluster pipeline fails whole when any node is down
+        steps = self._spread_steps(keys, tags)
+        reply: Any = None
+        try:
+            while True:
+                step = steps.send(reply)
                 try:
-                    replies.append(self.client.zrange(self.tag_set(tag), 0, -1))
+                    if isinstance(step, tuple):
+                        self._send_part(step)
+                        reply = None
+                    else:
+                        reply = self.client.zrange(step, 0, -1)
                 except Exception as exc:
-                    replies.append(exc)
-            members, unresolved = self._members(names, replies)
-        failed = []
-        for part in self._parts(keys, members):
-            try:
-                self._send_part(part)
-            except Exception as exc:
-                failed.append((part[0], exc))
-        if failed or unresolved:
-            raise PartialEviction(failed, unresolved)
+                    reply = exc
+        except StopIteration:
+            pass
 
     def _send_part(self, part: Part) -> None:
         try:
@@ -131,25 +144,21 @@ class Spread:
     # -- asyncio -------------------------------------------------------------------------
 
     async def _aspread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
-        names = list(dict.fromkeys(tags))
-        members: list[tuple[str, list[str]]] = []
-        unresolved: list[tuple[str, str, Exception]] = []
-        if names:
-            replies: list[Any] = []
-            for tag in names:
+        steps = self._spread_steps(keys, tags)
+        reply: Any = None
+        try:
+            while True:
+                step = steps.send(reply)
                 try:
-                    replies.append(await self.client.zrange(self.tag_set(tag), 0, -1))
+                    if isinstance(step, tuple):
+                        await self._asend_part(step)
+                        reply = None
+                    else:
+                        reply = await self.client.zrange(step, 0, -1)
                 except Exception as exc:
-                    replies.append(exc)
-            members, unresolved = self._members(names, replies)
-        failed = []
-        for part in self._parts(keys, members):
-            try:
-                await self._asend_part(part)
-            except Exception as exc:
-                failed.append((part[0], exc))
-        if failed or unresolved:
-            raise PartialEviction(failed, unresolved)
+                    reply = exc
+        except StopIteration:
+            pass
 
     async def _asend_part(self, part: Part) -> None:
         try:

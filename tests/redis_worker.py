@@ -4,8 +4,9 @@ It waits at a gate (a Redis list the test pushes to once every worker is ready),
 calls ``compute(1)`` once and prints the value and its call site's stats as JSON.
 ``compute`` counts its runs in Redis, so the test counts them from outside.
 ``cluster``: the URL is a node of a Redis Cluster. ``invalidate``: instead of computing,
-evict ``compute(1)`` (owed while its shard is down), print "owed", and stay alive until
-the eviction has been applied (the background replay) or 20 s have passed.
+print "ready" once its store is made, wait for a line on stdin, evict ``compute(1)`` (owed
+while its shard is down), print "owed", and stay alive until the eviction has been applied
+(the background replay) or 20 s have passed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(url: str, prefix: str, *flags: str) -> None:
     store = RedisStore.from_url(url, prefix=prefix, cluster=cluster)
     configure(store=store)
     if "invalidate" in flags:
+        print("ready", flush=True)
+        sys.stdin.readline()
         compute.invalidate(1)
         print("owed" if store.guard.of(compute.key(1)).owes else "applied", flush=True)
         deadline = time.monotonic() + 20

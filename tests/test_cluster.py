@@ -240,7 +240,8 @@ def test_the_stale_set_race_is_closed_on_a_cluster(redis_cluster: RedisCluster, 
 
 def _workers(cluster: RedisCluster, prefix: str, *flags: str, count: int = 4) -> list[subprocess.Popen[str]]:
     return [subprocess.Popen([sys.executable, "-m", "tests.redis_worker", cluster.url, prefix, "cluster", *flags],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)]
 
 
 @pytest.mark.slow
@@ -373,12 +374,15 @@ def test_a_sick_shard_is_bypassed_alone_and_its_owed_evictions_land_when_it_retu
     worker_key = f"{store.prefix}:shared:1"
     raw = redis.RedisCluster.from_url(own_cluster.url, socket_timeout=1, socket_connect_timeout=1)
     raw.set(worker_key, b"old")  # what the other process's eviction must remove
+    # The other process makes its store (and redis-py's client, which reads the topology) while all is well.
+    worker = _workers(own_cluster, store.prefix, "invalidate", count=1)[0]
+    assert worker.stdin is not None and worker.stdout is not None
+    assert worker.stdout.readline().strip() == "ready", worker.communicate(timeout=30)[1][:1500]
     primary = next(n for n in own_cluster.nodes if n.port == sick_port)
     replica_port = _replica_of(own_cluster, primary)
     replica = next(n for n in own_cluster.nodes if n.port == replica_port)
     primary.pause()
     replica.pause()
-    worker: subprocess.Popen[str] | None = None
     try:
         for _ in range(8):  # the sick shard's breaker opens; nothing reaches the caller
             assert f(sick_keys[0]) == (sick_keys[0], 1)
@@ -403,8 +407,8 @@ def test_a_sick_shard_is_bypassed_alone_and_its_owed_evictions_land_when_it_retu
         assert [b.state for name, b in store.breaker.shards.items() if not name.endswith(str(sick_port))] == \
             ["closed", "closed"]
         # The other process owes compute(1) of its own call site (tests.redis_worker) on the same prefix.
-        worker = _workers(own_cluster, store.prefix, "invalidate", count=1)[0]
-        assert worker.stdout is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
         first = worker.stdout.readline().strip()
         assert first == "owed", worker.communicate(timeout=30)[1][:1500]
     finally:
@@ -417,7 +421,6 @@ def test_a_sick_shard_is_bypassed_alone_and_its_owed_evictions_land_when_it_retu
         time.sleep(0.02)
     applied = time.monotonic() - resumed
     assert reader.client.get(f.key(sick_keys[0])) is None, "the owed eviction never landed"
-    assert worker is not None
     out, _ = worker.communicate(timeout=25)
     assert "applied" in out
     assert raw.get(worker_key) is None

@@ -17,7 +17,6 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -25,17 +24,9 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_redis import VALUE, per_call
 from cacheaside import RedisStore, cache_aside, invalidate_tags
 from tests.redis_server import RedisCluster
-
-VALUE = {"id": 1, "name": "user1", "email": "user1@example.com", "roles": ["admin", "dev"], "score": 12.5}
-
-
-def per_call(fn: Callable[[], Any], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
 
 
 def commands(cluster: RedisCluster) -> int:

@@ -57,7 +57,8 @@ class Commands:
         reloads a script the server lost) or, with ``tags`` (a fill's), a pipeline of it and one ``TAG``
         per tag, whose reply is a list. One round trip either way.
 
-        Each command touches one slot, so the same calls run on Redis Cluster. The tags are
+        Each ``TAG`` also indexes its tag set (and sweeps dead ones), so this is for one server; a
+        cluster sends the same commands one by one (``_redis_spread``). The tags are
         recorded after the script and kept ``px`` ms from now. After an acquire, not before: a
         tag eviction that runs in between has no lease to revoke, and it came before the
         computation, which starts only once the whole pipeline has replied.
@@ -66,8 +67,9 @@ class Commands:
             return script(keys=keys, args=args)
         pipe = self.client.pipeline(transaction=False)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
+        index = lua.index_key(self.prefix)
         for tag in tags:
-            pipe.evalsha(self._tag.sha, 1, lua.tag_key(self.prefix, tag), keys[0], px)
+            pipe.evalsha(self._tag.sha, 2, lua.tag_key(self.prefix, tag), index, keys[0], px)
         return pipe.execute()
 
     def _sources(self, script: Any, tags: Collection[str]) -> tuple[str, ...]:

@@ -161,13 +161,14 @@ def stall_risks(client: Any) -> list[str]:
     return risks
 
 
-#: The maxmemory policies under which Redis never evicts a key to make room (writes fail instead).
-SAFE_FOR_TAGS = ("noeviction",)
+#: The maxmemory policies under which Redis never evicts a tag set: noeviction (writes fail instead of
+#: evicting) and the ``volatile-*`` ones, which evict only keys with an expiry (a tag set has none).
+SAFE_FOR_TAGS = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
 
 def tag_policy_risk(reply: Any) -> str | None:
     """What is wrong with the server's ``maxmemory-policy`` (a ``CONFIG GET`` reply, or one per node
-    from a cluster) for tag sets, or None. Under any evicting policy Redis may evict a tag set while
+    from a cluster) for tag sets, or None. Under an ``allkeys-*`` policy Redis may evict a tag set while
     entries it lists live on, and an eviction by that tag then misses them (until their TTL)."""
     replies = [reply]
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
@@ -181,8 +182,8 @@ def tag_policy_risk(reply: Any) -> str | None:
         if policy is not None and policy not in SAFE_FOR_TAGS:
             return (
                 f"the server's maxmemory-policy is {policy}: when memory is full Redis may evict a tag set while "
-                "entries it lists stay, and an eviction by that tag then misses them until their TTL. With tags, "
-                "use maxmemory-policy noeviction with headroom (see the README, 'Redis in production')."
+                "entries it lists stay, and an eviction by that tag then misses them until their TTL. With tags, use "
+                "a volatile-* maxmemory-policy or noeviction (see the README, 'Redis in production')."
             )
     return None
 

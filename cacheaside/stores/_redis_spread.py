@@ -5,11 +5,13 @@ script inside a cluster pipeline). A hit, an acquire, a set and a release touch 
 (``redis_scripts``), so they are sent as on one server. What differs:
 
 - a fill with tags runs its script, then one ``TAG`` per tag (each tag set is in a slot of its
-  own), in that order, before the computation starts;
+  own), in that order, before the computation starts, then one ``INDEX`` on the index of tag
+  sets (and a ``REAP`` per dead set it returns, on that set's node; best effort: a set this
+  misses is indexed again by its next ``TAG``);
 - an eviction reads the members of its tags' sets (one ``ZRANGE`` per tag: a cluster pipeline
   fails whole when any node is down, so one sick shard would fail the healthy ones), then sends
   one ``DELETE_SPREAD`` per node that holds any of the keys, routed by
-  one of them; the tag sets keep their members, which expire with their entries. When the
+  one of them; the tag sets keep their members (dropped once dead, by the next ``TAG`` or a sweep). When the
   topology changed in between (a key its node no longer serves), that node's keys go one by
   one, each routed by redis-py. Every node is tried; what failed is reported per node
   (``PartialEviction``), so that each shard's guard owes only its own keys.
@@ -17,6 +19,7 @@ script inside a cluster pipeline). A hit, an acquire, a set and a release touch 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Generator, Sequence
 from typing import Any
 
@@ -29,8 +32,12 @@ from ._redis_faults import moved_away
 
 __all__ = ["Spread"]
 
+logger = logging.getLogger("cacheaside")
+
 #: One node's share of an eviction: the entry keys it drops, and the arguments of its script.
 Part = tuple[list[str], list[Any]]
+#: One command of a fill: a ``Script`` (or a callable like one), its keys and its arguments.
+Call = tuple[Any, Sequence[Any], Sequence[Any]]
 
 
 class Spread:
@@ -39,6 +46,8 @@ class Spread:
     client: Any
     prefix: str
     _tag: Any
+    _index: Any
+    _reap: Any
     _delete_spread: Any
 
     def locate(self, key: str) -> tuple[int, str]:
@@ -48,10 +57,30 @@ class Spread:
     def tag_set(self, tag: str) -> str:
         return lua.tag_key(self.prefix, tag)
 
-    def _fill_calls(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str],
-                    px: int) -> list[tuple[Any, Sequence[Any], Sequence[Any]]]:
-        """A fill with tags: its script, then one ``TAG`` per tag (script, keys, args; to send in order)."""
-        return [(script, keys, args), *((self._tag, [self.tag_set(tag)], [keys[0], px]) for tag in tags)]
+    def _fill_steps(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str],
+                    px: int) -> Generator[Call, Any, Any]:
+        """A fill with tags, as steps: yields each command to send and is sent its reply (or the
+        exception it raised); returns the script's reply. The script and its ``TAG``s must succeed;
+        indexing the tag sets is best effort (a set left out is indexed again by its next ``TAG``)."""
+        reply = yield (script, keys, args)
+        first = _ok(reply)
+        pairs: list[Any] = []
+        for tag in tags:
+            name = self.tag_set(tag)
+            pairs += [name, _ok((yield (self._tag, [name], [keys[0], px])))]
+        index = lua.index_key(self.prefix)
+        try:
+            for name in _ok((yield (self._index, [index], pairs))):
+                until = _ok((yield (self._reap, [name], [])))
+                if until:
+                    _ok((yield (self._reindex, [index], [name, until])))
+        except Exception as exc:
+            logger.debug("cacheaside: indexing tag sets on %r failed (%s)", self, type(exc).__name__)
+        return first
+
+    def _reindex(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Index a swept tag set again until its last member dies (a reply, or its awaitable)."""
+        return self.client.zadd(keys[0], {args[0]: args[1]}, gt=True)
 
     def _members(self, tags: list[str], replies: Sequence[Any]) -> tuple[list[tuple[str, list[str]]],
                                                                         list[tuple[str, str, Exception]]]:
@@ -115,56 +144,76 @@ class Spread:
 
     # -- sync ----------------------------------------------------------------------------
 
-    def _spread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
-        steps = self._spread_steps(keys, tags)
+    @staticmethod
+    def _drive(steps: Generator[Any, Any, Any], perform: Any) -> Any:
+        """Carry out ``steps``: each with ``perform``, sending back its reply or exception."""
         reply: Any = None
         try:
             while True:
                 step = steps.send(reply)
                 try:
-                    if isinstance(step, tuple):
-                        self._send_part(step)
-                        reply = None
-                    else:
-                        reply = self.client.zrange(step, 0, -1)
+                    reply = perform(step)
                 except Exception as exc:
                     reply = exc
-        except StopIteration:
-            pass
+        except StopIteration as stop:
+            return stop.value
 
-    def _send_part(self, part: Part) -> None:
+    def _fill(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str], px: int) -> Any:
+        return self._drive(self._fill_steps(script, keys, args, tags, px), lambda c: c[0](keys=c[1], args=c[2]))
+
+    def _spread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
+        self._drive(self._spread_steps(keys, tags), self._spread_step)
+
+    def _spread_step(self, step: Part | str) -> Any:
+        if not isinstance(step, tuple):
+            return self.client.zrange(step, 0, -1)
         try:
-            self._delete_spread(keys=part[0][:1], args=part[1])
+            self._delete_spread(keys=step[0][:1], args=step[1])
         except redis.ResponseError as exc:
             if not moved_away(exc):
                 raise
-            for keys, args in self._one_by_one(part):
+            for keys, args in self._one_by_one(step):
                 self._delete_spread(keys=keys, args=args)
+        return None
 
     # -- asyncio -------------------------------------------------------------------------
 
-    async def _aspread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
-        steps = self._spread_steps(keys, tags)
+    @staticmethod
+    async def _adrive(steps: Generator[Any, Any, Any], perform: Any) -> Any:
         reply: Any = None
         try:
             while True:
                 step = steps.send(reply)
                 try:
-                    if isinstance(step, tuple):
-                        await self._asend_part(step)
-                        reply = None
-                    else:
-                        reply = await self.client.zrange(step, 0, -1)
+                    reply = await perform(step)
                 except Exception as exc:
                     reply = exc
-        except StopIteration:
-            pass
+        except StopIteration as stop:
+            return stop.value
 
-    async def _asend_part(self, part: Part) -> None:
+    async def _afill(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str],
+                     px: int) -> Any:
+        return await self._adrive(self._fill_steps(script, keys, args, tags, px),
+                                  lambda c: c[0](keys=c[1], args=c[2]))
+
+    async def _aspread_delete(self, keys: Collection[str], tags: Collection[str]) -> None:
+        await self._adrive(self._spread_steps(keys, tags), self._aspread_step)
+
+    async def _aspread_step(self, step: Part | str) -> Any:
+        if not isinstance(step, tuple):
+            return await self.client.zrange(step, 0, -1)
         try:
-            await self._delete_spread(keys=part[0][:1], args=part[1])
+            await self._delete_spread(keys=step[0][:1], args=step[1])
         except redis.ResponseError as exc:
             if not moved_away(exc):
                 raise
-            for keys, args in self._one_by_one(part):
+            for keys, args in self._one_by_one(step):
                 await self._delete_spread(keys=keys, args=args)
+        return None
+
+
+def _ok(reply: Any) -> Any:
+    """A step's reply, or the exception it raised, raised here."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply

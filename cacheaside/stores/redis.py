@@ -137,6 +137,7 @@ class RedisStore(Commands, Spread):
         self._release = register(lua.RELEASE)
         self._delete = register(lua.DELETE)
         self._tag = register(lua.TAG)
+        self._index, self._reap = register(lua.INDEX), register(lua.REAP)
         self._delete_spread = register(lua.DELETE_SPREAD)
         timeout = (client_options(client) or {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
@@ -267,8 +268,7 @@ class RedisStore(Commands, Spread):
             self._policy_checked = True
             self._warn_policy(config_policy(self.client.config_get))
         if self.cluster and tags:
-            replies = [run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
-            return replies[0]
+            return self._fill(script, keys, args, tags, px)
         try:
             reply = self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:
@@ -340,8 +340,7 @@ class RedisStore(Commands, Spread):
                 reply = None  # CONFIG refused (managed services, ACLs): nothing to check against
             self._warn_policy(reply)
         if self.cluster and tags:
-            replies = [await run(keys=k, args=a) for run, k, a in self._fill_calls(script, keys, args, tags, px)]
-            return replies[0]
+            return await self._afill(script, keys, args, tags, px)
         try:
             reply = await self._send(script, keys, args, tags, px)
         except redis.exceptions.NoScriptError:

@@ -13,7 +13,11 @@ so that every key below shares ``K``'s hash slot:
 - ``tag_key(prefix, tag)`` = ``<prefix>|tag:<escaped tag>``: a sorted set of the entry keys
   stored (or being filled) with the tag, each scored by the server time (ms) after which
   neither its entry nor its lease can still exist; members past that are dropped when the
-  set is next added to, and the set expires with its longest-lived member.
+  set is next added to. A tag set has no expiry, so that no ``volatile-*`` maxmemory policy
+  can evict it while entries it lists live on (only ``allkeys-*`` can: the store warns).
+- ``index_key(prefix)`` = ``<prefix>|tagsets``: every tag set, scored by when its last member
+  dies; each ``TAG`` sweeps up to two sets past that (on a cluster: ``INDEX``, then ``REAP``
+  on each set's node), so a tag no longer used leaves nothing behind.
 
 Every user key is ``<prefix>:`` followed by anything; every bookkeeping key is
 ``<prefix>|`` followed by something: no template, key callable or tag can produce one.
@@ -42,8 +46,8 @@ from __future__ import annotations
 from .._encoding import escape
 from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
 
-__all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS", "acquire_script", "book",
-           "lease_key", "tag_key", "wake_key"]
+__all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "INDEX", "REAP", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS",
+           "acquire_script", "book", "index_key", "lease_key", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
@@ -74,6 +78,11 @@ def wake_key(prefix: str, key: str, waiter: str) -> str:
 
 def tag_key(prefix: str, tag: str) -> str:
     return f"{prefix}|tag:{escape(tag)}"
+
+
+def index_key(prefix: str) -> str:
+    """The index of a prefix's tag sets: a sorted set scored by when each set's last member dies."""
+    return f"{prefix}|tagsets"
 
 
 _COMMON_LUA = f"""
@@ -269,18 +278,61 @@ return 0
 """
 )
 
-#: KEYS: one tag set; ARGV: an entry key, and ms its entry or lease may live. Records the key
-#: as a member until then (a member's time only grows), drops members whose time has passed,
-#: and keeps the set as long as its longest-lived member. Anything else under the name is replaced.
-TAG = _COMMON_LUA + f"""
+_TAGS_LUA = _COMMON_LUA + """
+-- The time after which no member of tag set name is live, dropping the members past it (0 when
+-- none is left, or when something else is under the name).
+local function live_until(name, now)
+  if redis.call('TYPE', name).ok ~= 'zset' then return 0 end
+  redis.call('ZREMRANGEBYSCORE', name, '-inf', '(' .. now)
+  local last = redis.call('ZRANGE', name, -1, -1, 'WITHSCORES')
+  return tonumber(last[2] or 0)
+end
+
+-- Sweep the index: forget up to n of its tag sets whose members all died (and delete what is
+-- left of them), keeping the others indexed until their own last member.
+local function sweep(index, now, n)
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. now, 'LIMIT', 0, n)) do
+    local until_ms = live_until(name, now)
+    if until_ms > 0 then redis.call('ZADD', index, until_ms, name) else redis.call('ZREM', index, name) end
+  end
+end
+"""
+
+#: KEYS: one tag set, and (on one server) the index of tag sets; ARGV: an entry key, and ms its
+#: entry or lease may live. Records the key as a member until then (a member's time only grows)
+#: and drops members whose time has passed. The set has no expiry of its own, so that a
+#: ``volatile-*`` maxmemory policy never evicts it; the index (scored by when each set's last
+#: member dies) lets each ``TAG`` sweep two dead sets away. Returns when the set's last member
+#: dies (a cluster indexes it with ``INDEX``). Anything else under the set's name is replaced.
+TAG = _TAGS_LUA + f"""
 local now = server_ms()
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
-local px = tonumber(ARGV[2]) + {TAG_MARGIN_MS}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-redis.call('ZADD', KEYS[1], 'GT', now + px, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < px then redis.call('PEXPIRE', KEYS[1], px) end
-return 0
+redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[2]) + {TAG_MARGIN_MS}, ARGV[1])
+redis.call('PERSIST', KEYS[1])
+local until_ms = live_until(KEYS[1], now)
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], 'GT', until_ms, KEYS[1])
+  sweep(KEYS[2], now, 2)
+end
+return until_ms
+"""
+
+#: Redis Cluster: KEYS: the index of tag sets; ARGV: pairs of a tag set and when its last member
+#: dies (``TAG``'s replies). Indexes them, and forgets and returns up to two sets per pair that
+#: were due (their members all dead by this node's clock), for ``REAP`` on their own nodes.
+INDEX = _COMMON_LUA + """
+local now = server_ms()
+for i = 1, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'GT', ARGV[i + 1], ARGV[i]) end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, #ARGV)
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+"""
+
+#: Redis Cluster: KEYS: a tag set ``INDEX`` returned. Drops its dead members (Redis deletes an
+#: empty set); returns when its last member dies, or 0 when none is left (to index it again).
+REAP = _TAGS_LUA + """
+return live_until(KEYS[1], server_ms())
 """
 
 

@@ -105,6 +105,18 @@ def check_prefix(prefix: object, owner: str) -> str:
     return prefix
 
 
+class OtherShard(Exception):
+    """A call's store work failed on a shard other than its key's (a tag set's, on Redis Cluster),
+    which was told already: the call's own shard is not charged. ``exc``: the fault, or None when
+    that shard's breaker was open and nothing was sent."""
+
+    def __init__(self, key: str, exc: Exception | None) -> None:
+        what = "is bypassed" if exc is None else f"failed ({type(exc).__name__})"
+        super().__init__(f"the shard of {key!r} {what}")
+        self.key = key
+        self.exc = exc
+
+
 class PartialEviction(Exception):
     """A store on several shards (Redis Cluster) took an eviction only in part.
 

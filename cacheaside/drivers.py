@@ -18,6 +18,7 @@ from ._calls import acall, acall_again, call, call_again, keep_task
 from ._flights import computed, computing
 from ._settings import settings
 from ._site import CallSite
+from ._types import OtherShard
 from .evictions import aevict, evict
 from .exceptions import SerializationError
 from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome, read
@@ -28,6 +29,10 @@ __all__ = ["akept_out", "arun", "kept_out", "make_areader", "make_reader", "run"
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
+
+#: Failures that are not the key's shard's: a value's (it cannot be serialized), or another shard's
+#: (a tag set's on a cluster, charged to that shard already).
+_NOT_THIS_SHARD = (SerializationError, OtherShard)
 
 #: The store operations that only read (a failure of any other is a failed write).
 _READS = frozenset({"get", "watch"})
@@ -64,7 +69,7 @@ def run(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], 
                     wrote = wrote or op[1] not in _READS
                 except Exception as exc:
                     send = Failure(exc)
-                    if fault is None and not isinstance(exc, SerializationError):  # a value's fault, not the store's
+                    if fault is None and not isinstance(exc, _NOT_THIS_SHARD):
                         fault, failed_op = exc, op[1]
             elif code == CALL:
                 token = None if op[1] is None else computing(op[1])
@@ -107,7 +112,7 @@ async def arun(flow: Flow, site: CallSite, store: Any, key: str, compute: Callab
                     wrote = wrote or op[1] not in _READS
                 except Exception as exc:
                     send = Failure(exc)
-                    if fault is None and not isinstance(exc, SerializationError):
+                    if fault is None and not isinstance(exc, _NOT_THIS_SHARD):
                         fault, failed_op = exc, op[1]
             elif code == CALL:
                 token = None if op[1] is None else computing(op[1])

@@ -409,6 +409,11 @@ def test_a_sick_shard_is_bypassed_alone_and_its_owed_evictions_land_when_it_retu
 
     by = _keys_by_shard(store, f, own_cluster)
     sick_port = own_cluster.primary_of(f"{store.prefix}:shared:1").port  # the other process's key is there too
+    sick_tag = next(f"s{n}" for n in range(100) if own_cluster.primary_of(store.tag_set(f"s{n}")).port == sick_port)
+
+    @cache_aside(ttl=60, store=store, key="tagged:{i}", tags=[sick_tag])
+    def g(i: int) -> int:
+        return i
     sick_keys = by[sick_port]
     healthy = [i for port, keys in by.items() if port != sick_port for i in keys]
     for i in range(60):
@@ -446,6 +451,13 @@ def test_a_sick_shard_is_bypassed_alone_and_its_owed_evictions_land_when_it_retu
             invalidate_tags(tag, store=store)
         hits = f.stats().hits
         assert [f(i) for i in healthy] == [(i, 1) for i in healthy] and f.stats().hits - hits == len(healthy)
+        # A fill on a healthy shard whose tag set is on the sick one: served by the function, at once
+        # (the tag set's shard is bypassed, so no lease is taken), and charged to the sick shard only
+        # (a regression: the failed TAG was charged to the key's shard, and opened its breaker).
+        fresh = [i for i in range(1000, 1200) if own_cluster.primary_of(g.key(i)).port != sick_port][:8]
+        started = time.monotonic()
+        assert [g(i) for i in fresh] == fresh
+        assert time.monotonic() - started < 1.0 and g.stats().errors == len(fresh)
         assert [b.state for name, b in store.breaker.shards.items() if not name.endswith(str(sick_port))] == \
             ["closed", "closed"]
         # The other process owes compute(1) of its own call site (tests.redis_worker) on the same prefix.

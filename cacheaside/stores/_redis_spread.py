@@ -26,7 +26,8 @@ from typing import Any
 import redis
 
 from .._encoding import escape
-from .._types import PartialEviction
+from .._types import OtherShard, PartialEviction
+from ..guard import BYPASS, Guard
 from . import redis_scripts as lua
 from ._redis_faults import moved_away
 
@@ -49,6 +50,7 @@ class Spread:
     _index: Any
     _reap: Any
     _delete_spread: Any
+    guard: Any
 
     def locate(self, key: str) -> tuple[int, str]:
         """``key``'s hash slot and the node serving it now (``host:port``), from the client's topology."""
@@ -61,22 +63,44 @@ class Spread:
                     px: int) -> Generator[Call, Any, Any]:
         """A fill with tags, as steps: yields each command to send and is sent its reply (or the
         exception it raised); returns the script's reply. The script and its ``TAG``s must succeed;
-        indexing the tag sets is best effort (a set left out is indexed again by its next ``TAG``)."""
+        indexing the tag sets is best effort (a set left out is indexed again by its next ``TAG``).
+
+        A tag set's shard is asked first and told how its ``TAG`` went: while its breaker is open the
+        fill takes no lease and sends nothing (``OtherShard``), and a ``TAG`` that fails is charged to
+        that shard, not to the key's."""
+        names = [self.tag_set(tag) for tag in tags]
+        guards = [self._admitted(name) for name in names]
         reply = yield (script, keys, args)
         first = _ok(reply)
         pairs: list[Any] = []
-        for tag in tags:
-            name = self.tag_set(tag)
-            pairs += [name, _ok((yield (self._tag, [name], [keys[0], px])))]
+        for name, guard in zip(names, guards, strict=True):
+            reply = yield (self._tag, [name], [keys[0], px])
+            if isinstance(reply, Exception):
+                guard.failed(reply, "a tagged fill")
+                raise OtherShard(name, reply) from reply
+            guard.ok(wrote=True)
+            pairs += [name, reply]
         index = lua.index_key(self.prefix)
         try:
+            guard = self._admitted(index)
             for name in _ok((yield (self._index, [index], pairs))):
                 until = _ok((yield (self._reap, [name], [])))
                 if until:
                     _ok((yield (self._reindex, [index], [name, until])))
+            guard.ok(wrote=True)
+        except OtherShard:
+            pass
         except Exception as exc:
+            guard.failed(exc, "indexing tag sets")
             logger.debug("cacheaside: indexing tag sets on %r failed (%s)", self, type(exc).__name__)
         return first
+
+    def _admitted(self, key: str) -> Guard:
+        """The guard of ``key``'s shard, if it lets a call touch it (else ``OtherShard``, nothing sent)."""
+        guard: Guard = self.guard.of(key)
+        if guard.admit() == BYPASS:
+            raise OtherShard(key, None)
+        return guard
 
     def _reindex(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Index a swept tag set again until its last member dies (a reply, or its awaitable)."""

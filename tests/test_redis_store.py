@@ -909,8 +909,10 @@ def test_joiners_in_a_process_keep_single_flight_when_their_leader_takes_over(re
 def test_a_call_arriving_while_a_taken_over_computation_runs_joins_it(redis_server: RedisServer) -> None:
     """The take-over gives the leader a new lease token; a call made meanwhile gets that token and must
     join the leader's flight, not start a second computation."""
+    # lease_timeout is also the leader's own deadline once it took over: the late call must come
+    # within it (at 0.2 s a loaded CI machine let the late call take the lease over in turn)
     with redis_store(redis_server, lease_timeout=60) as dead, \
-            redis_store(redis_server, prefix=dead.prefix, lease_timeout=0.2) as alive:
+            redis_store(redis_server, prefix=dead.prefix, lease_timeout=1.0) as alive:
         runs: list[int] = []
         entered, gate = threading.Event(), threading.Event()
 
@@ -923,7 +925,7 @@ def test_a_call_arriving_while_a_taken_over_computation_runs_joins_it(redis_serv
 
         assert dead.acquire(f.key(1)).owner  # and never fills: the process died
         leader, out1 = in_thread(f, 1)
-        assert entered.wait(3)  # the leader waited lease_timeout, took over and is computing
+        assert entered.wait(4)  # the leader waited lease_timeout, took over and is computing
         late, out2 = in_thread(f, 1)
         gate.set()
         leader.join(5)

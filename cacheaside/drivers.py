@@ -9,11 +9,11 @@ operations with retries, and one guard report per call.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import _refreshes
 from ._calls import acall, acall_again, call, call_again, keep_task
 from ._flights import computed, computing
 from ._settings import settings
@@ -21,9 +21,9 @@ from ._site import CallSite
 from ._types import OtherShard
 from .evictions import aevict, evict
 from .exceptions import SerializationError
-from .flow import CALL, JOIN, SPAWN, STORE, Failure, Flow, Outcome, read
+from .flow import CALL, JOIN, STORE, Failure, Flow, Outcome, read, refresh
 from .guard import BYPASS, REPLAY, Guard, guard_of
-from .policy import HIT
+from .policy import EARLY, HIT, STALE
 
 __all__ = ["akept_out", "arun", "kept_out", "make_areader", "make_reader", "run", "tags_of"]
 
@@ -35,7 +35,7 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], A
 _NOT_THIS_SHARD = (SerializationError, OtherShard)
 
 #: The store operations that only read (a failure of any other is a failed write).
-_READS = frozenset({"get", "watch"})
+_READS = frozenset({"get", "peek", "watch"})
 
 
 def _report(guard: Guard | None, touched: bool, fault: BaseException | None, where: str, wrote: bool,
@@ -83,9 +83,6 @@ def run(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], 
                         computed(token)
             elif code == JOIN:
                 send = op[1].wait()
-            elif code == SPAWN:
-                threading.Thread(target=run, args=(op[1](), site, store, key, compute), daemon=True).start()
-                send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
@@ -126,9 +123,6 @@ async def arun(flow: Flow, site: CallSite, store: Any, key: str, compute: Callab
                         computed(token)
             elif code == JOIN:
                 send = await op[1].await_outcome()
-            elif code == SPAWN:
-                keep_task(asyncio.ensure_future(arun(op[1](), site, store, key, compute)))
-                send = None
             else:  # pragma: no cover
                 raise AssertionError(op)
     except StopIteration as stop:
@@ -178,20 +172,49 @@ def tags_of(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kw
     return lambda: site.keys.tags(site.tags, instance, skip, args, kwargs)
 
 
+def _claimed(site: CallSite, store: Any, key: str, verdict: str) -> bool:
+    """A stale or early hit, counted; whether this caller starts the key's background refresh
+    (none runs in this process: every other caller is served and starts nothing)."""
+    if verdict is EARLY:
+        site.counters.hits += 1
+    else:
+        site.counters.stale += 1
+    return _refreshes.claim(store, key)
+
+
 def _read(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
           instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A sync call whose lookup gave no plain hit: the read flow."""
+    """A sync call whose lookup gave no plain hit: served stale or early (and refreshed in the
+    background pool), or the read flow."""
     tags = tags_of(site, instance, skip, args, kwargs)
+    if verdict is STALE or verdict is EARLY:
+        if _claimed(site, store, key, verdict):
+            flow = refresh(site, store, key, tags, None, background=True, seen=entry.stored_at)
+            _refreshes.submit(lambda: run(flow, site, store, key, lambda: wrapped(*args, **kwargs)), store, key)
+        return entry.value
     flow = read(site, store, key, entry, verdict, tags, None)
     return run(flow, site, store, key, lambda: wrapped(*args, **kwargs)).unwrap()
 
 
 async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
                  instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """An async call whose lookup gave no plain hit: the read flow."""
+    """An async call whose lookup gave no plain hit: ``_read``, the refresh in a kept task."""
     tags = tags_of(site, instance, skip, args, kwargs)
-    flow = read(site, store, key, entry, verdict, tags, asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    if verdict is STALE or verdict is EARLY:
+        if _claimed(site, store, key, verdict):
+            flow = refresh(site, store, key, tags, loop, background=True, seen=entry.stored_at)
+            keep_task(loop.create_task(_abackground(flow, site, store, key, lambda: wrapped(*args, **kwargs))))
+        return entry.value
+    flow = read(site, store, key, entry, verdict, tags, loop)
     return (await arun(flow, site, store, key, lambda: wrapped(*args, **kwargs))).unwrap()
+
+
+async def _abackground(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        await arun(flow, site, store, key, compute)
+    finally:
+        _refreshes.done(store, key)
 
 
 def make_reader(site: CallSite, static: bool) -> Wrapper:
@@ -204,6 +227,8 @@ def make_reader(site: CallSite, static: bool) -> Wrapper:
     decide = site.policy.decide
     counters = site.counters
     fixed = site.store  # checked at decoration; None: the configured default, checked per call
+    timed = site.policy.early_refresh is not None  # judge expiry on the store's own clock (``peek``)
+    lookup = "peek" if timed else "get"
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if settings.disabled:
@@ -219,17 +244,21 @@ def make_reader(site: CallSite, static: bool) -> Wrapper:
             if not guard.clear and kept_out(site, store, guard):
                 return wrapped(*args, **kwargs)
         try:
-            entry = store.get(key)
+            found = store.peek(key) if timed else store.get(key)
         except Exception as exc:
             try:
                 if guard is None:
                     raise
                 guard = guard.of(key)
-                entry = call_again(store, guard, "get", (key,), exc, time.monotonic())
+                found = call_again(store, guard, lookup, (key,), exc, time.monotonic())
             except Exception as final:
                 _lookup_failed(site, guard, final)
                 return wrapped(*args, **kwargs)
-        verdict = decide(entry, store.clock())
+        if timed:
+            entry, now = found
+        else:
+            entry, now = found, store.clock()
+        verdict = decide(entry, now)
         if verdict is HIT:
             counters.hits += 1
             if guard is not None and not guard.clear:
@@ -246,6 +275,8 @@ def make_areader(site: CallSite, static: bool) -> Wrapper:
     decide = site.policy.decide
     counters = site.counters
     fixed = site.store
+    timed = site.policy.early_refresh is not None
+    lookup = "peek" if timed else "get"
 
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -263,17 +294,24 @@ def make_areader(site: CallSite, static: bool) -> Wrapper:
             if not guard.clear and await akept_out(site, store, guard):
                 return await wrapped(*args, **kwargs)
         try:
-            entry = store.get(key) if store.nonblocking else await store.aget(key)
+            if store.nonblocking:
+                found = store.peek(key) if timed else store.get(key)
+            else:
+                found = await (store.apeek(key) if timed else store.aget(key))
         except Exception as exc:
             try:
                 if guard is None:
                     raise
                 guard = guard.of(key)
-                entry = await acall_again(store, guard, "get", (key,), exc, time.monotonic())
+                found = await acall_again(store, guard, lookup, (key,), exc, time.monotonic())
             except Exception as final:
                 _lookup_failed(site, guard, final)
                 return await wrapped(*args, **kwargs)
-        verdict = decide(entry, store.clock())
+        if timed:
+            entry, now = found
+        else:
+            entry, now = found, store.clock()
+        verdict = decide(entry, now)
         if verdict is HIT:
             counters.hits += 1
             if guard is not None and not guard.clear:

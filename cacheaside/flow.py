@@ -13,9 +13,9 @@ Operations::
     (CALL, fkey)          run the wrapped function (as the leader of flight ``fkey``, or
                           None); receive an ``Outcome``
     (JOIN, flight)        wait for another caller's computation; receive its ``Outcome``
-    (SPAWN, make_flow)    run ``make_flow()`` in the background (a thread or a task)
 
-A fresh hit never enters a flow: the drivers' hit paths serve it.
+A fresh hit never enters a flow: the drivers' hit paths serve it, and a stale or early one
+too, starting the background ``refresh`` flow when no refresh of its key runs (``_refreshes``).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from ._flights import LEAD as LEAD_ROLE
 from ._flights import REENTER, Flight, Outcome, flights
 from ._site import CallSite
 from ._types import CORRUPT, Entry, Lease
-from .policy import EARLY, FALLBACK, HIT, STALE
+from .policy import EARLY, FALLBACK, HIT
 
-__all__ = ["CALL", "JOIN", "SPAWN", "STORE", "Failure", "Flow", "Outcome", "read", "refresh"]
+__all__ = ["CALL", "JOIN", "STORE", "Failure", "Flow", "Outcome", "read", "refresh"]
 
-STORE, CALL, JOIN, SPAWN = range(4)
+STORE, CALL, JOIN = range(3)
 
 Op = tuple[Any, ...]
 Flow = Generator[Op, Any, Outcome]
@@ -49,20 +49,11 @@ class Failure:
 
 
 def read(site: CallSite, store: Any, key: str, entry: Entry | None, verdict: str, tags: Tags, loop: Any) -> Flow:
-    """A call whose lookup gave no plain hit: serve stale, join a computation, or compute."""
+    """A call whose lookup gave a miss (or a value only for an error): join a computation, or compute."""
     counters = site.counters
     if entry is CORRUPT:
         site.corrupt()
         entry = None
-    if verdict is EARLY or verdict is STALE:
-        # Serve what is there; one refresh runs in the background.
-        if verdict is EARLY:
-            counters.hits += 1
-        else:
-            counters.stale += 1
-        yield (SPAWN, lambda: refresh(site, store, key, tags, loop, background=True))
-        assert entry is not None
-        return Outcome(entry.value)
     fallback = entry if verdict is FALLBACK else None
     names = tags()
     force = False
@@ -187,21 +178,30 @@ def _release(site: CallSite, store: Any, key: str, lease: Lease | None) -> Gener
         site.store_failed(released.exc)
 
 
-def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, background: bool) -> Flow:
-    """Recompute and store. In the background, skip when a computation of the key is already running."""
+def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, background: bool,
+            seen: float | None = None) -> Flow:
+    """Recompute and store.
+
+    In the foreground (``f.refresh()``) the caller asked for a stored value: take the lease over
+    from another process's holder if there is one (both store under the same epoch, if no
+    eviction came). In the background (a stale or early hit; ``seen`` is the ``stored_at`` of the
+    entry it replaces) skip when another entry was stored meanwhile, or when a computation of the
+    key runs already, here or (the lease says) in another process.
+    """
     names = tags()
-    # In the foreground the caller asked for a stored value: take the lease over from another
-    # process's holder if there is one (both store under the same epoch, if no eviction came).
-    lease = yield (STORE, "acquire", (key, names, True, not background))
+    if background:
+        lease = yield (STORE, "acquire", (key, names, True, False, seen))
+    else:
+        lease = yield (STORE, "acquire", (key, names, True, True))
     if isinstance(lease, Failure):
         site.store_failed(lease.exc)
         if background:
             return Outcome()
         return (yield from _compute(site, store, key, None, names, None))
-    if not lease.owner and background:
-        return Outcome()  # another process is filling it
     if not background:
         return (yield from _compute(site, store, key, lease, names, None))
+    if lease.entry is not None or not lease.owner:
+        return Outcome()  # refreshed meanwhile, or being refreshed by another process
     fkey = (store, key, lease.token, loop)
     flight, role = flights.lead_or_join(fkey, loop)
     if role is not LEAD_ROLE or flight is None:

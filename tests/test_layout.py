@@ -50,6 +50,7 @@ LAYERS = {
     "cacheaside.flow": 3,
     # I/O: the two drivers, evictions
     "cacheaside._calls": 4,
+    "cacheaside._refreshes": 4,
     "cacheaside.drivers": 4,
     "cacheaside.evictions": 4,
     # the API

@@ -8,15 +8,18 @@ blocking calls or awaits.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from .._encoding import escape
 from .._types import CORRUPT, Entry, Lease
+from ..exceptions import warn
 from ..policy import fresh
 from ..serializers import Serializer
 from . import redis_scripts as lua
+from ._redis_faults import tag_policy_risk
 from .envelope import decode, encode, tag_text
 
 __all__ = ["Commands"]
@@ -47,6 +50,7 @@ class Commands:
     _release: Any
     _delete: Any
     _tag: Any
+    _peek: Any
 
     def _process(self) -> str:
         """This store in this process: the prefix of its holder ids (the pid keeps forked children apart)."""
@@ -76,9 +80,24 @@ class Commands:
         """What to load when the server lost its scripts (a restart, ``SCRIPT FLUSH``) under a pipeline."""
         return (script.script, self._tag.script) if tags else (script.script,)
 
-    def _acquire_args(self, key: str, tags: Collection[str], mode: str) -> dict[str, Any]:
+    def _warn_policy(self, reply: Any) -> None:
+        problem = tag_policy_risk(reply)
+        if problem is not None:
+            warn(f"{self!r}: {problem}")
+
+    def _timed(self, key: str, reply: Sequence[Any]) -> tuple[Entry | None, float]:
+        """The entry in a ``PEEK`` reply, and the time now as its ``stored_at``'s clock would tell it if
+        it ran like the server's since: judged on it, the entry expires when the server says, whatever
+        the skew between the writer's clock and this host's."""
+        data, pttl = reply
+        entry = None if data is None else decode(key, data, self.serializer)
+        if entry is None or entry is CORRUPT or pttl < 0:
+            return entry, self.clock()
+        return entry, entry.stored_at + entry.retain - pttl / 1000
+
+    def _acquire_args(self, key: str, tags: Collection[str], mode: str, seen: float | None = None) -> dict[str, Any]:
         holder = f"{self._process()}{next(self._serial)}"
-        args = [holder, tag_text(tuple(tags)), mode]
+        args = [holder, tag_text(tuple(tags)), mode, b"" if seen is None else struct.pack("<d", seen)]
         return {"script": self._acquire, "keys": [key, lua.lease_key(self.prefix, key)], "args": args,
                 "tags": tags, "px": self._record_ms}
 

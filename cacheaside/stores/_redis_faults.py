@@ -13,6 +13,7 @@ import redis.asyncio
 
 __all__ = [
     "RIGHTS",
+    "aconfig_policy",
     "client_options",
     "config_policy",
     "connect",
@@ -194,6 +195,14 @@ def config_policy(config_get: Any) -> Any:
         return config_get("maxmemory-policy")
     except Exception:
         return None  # managed services and ACLs often refuse CONFIG: nothing to check against
+
+
+async def aconfig_policy(config_get: Any) -> Any:
+    """``config_policy`` on an asyncio client."""
+    try:
+        return await config_get("maxmemory-policy")
+    except Exception:
+        return None
 
 
 def connect(factory: Any, url: str, options: dict[str, Any]) -> Any:

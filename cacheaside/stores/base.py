@@ -63,14 +63,21 @@ class Store(StoreInfo, Protocol):
     def get(self, key: str) -> Entry | None:
         """The entry under ``key`` while the store keeps it (possibly past its ttl), or None."""
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
+    def peek(self, key: str) -> tuple[Entry | None, float]:
+        """``get``, and the time now on the clock of the entry's ``stored_at`` such that its time to
+        expiry is the store's own (a remote store's clock, read with the value): for early refresh."""
+
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+                seen: float | None = None) -> Lease:
         """Take (or share) the lease to fill ``key`` with a value that will carry ``tags``.
 
         An eviction of the key or of one of the tags revokes the lease. ``Lease.entry``
         is a fresh value found meanwhile (then no lease is taken); with ``refresh`` the
         caller means to replace a fresh value, so a lease is always taken or shared and
-        ``entry`` is None. ``take_over``: the caller waited ``lease_timeout`` for another
-        process's holder, and now takes the lease from it (the holder can still store).
+        ``entry`` is None, unless ``seen`` (the ``stored_at`` of the entry the caller means to
+        replace) is given and a fresh entry stored at another time is there: it is returned.
+        ``take_over``: the caller waited ``lease_timeout`` for another process's holder, and now
+        takes the lease from it (the holder can still store).
         """
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:
@@ -96,8 +103,11 @@ class Store(StoreInfo, Protocol):
 class AsyncStore(StoreInfo, Protocol):
     async def aget(self, key: str) -> Entry | None: ...
 
+    async def apeek(self, key: str) -> tuple[Entry | None, float]: ...
+
     async def aacquire(
-        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+        seen: float | None = None,
     ) -> Lease: ...
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool: ...

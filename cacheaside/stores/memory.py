@@ -101,10 +101,14 @@ class MemoryStore:
                 return None
         return entry if self.serializer is None else self._copy(entry)
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
+    def peek(self, key: str) -> tuple[Entry | None, float]:
+        return self.get(key), self.clock()  # entries are stamped and judged on this store's own clock
+
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+                seen: float | None = None) -> Lease:
         with self._lock:
-            found = None if refresh else self._data.get(key)
-            if found is not None and not fresh(found, self.clock()):
+            found = None if refresh and seen is None else self._data.get(key)
+            if found is not None and (not fresh(found, self.clock()) or (refresh and found.stored_at == seen)):
                 found = None
             if found is None:  # a fresh entry found meanwhile takes no lease
                 held = self._leases.get(key)
@@ -200,10 +204,14 @@ class MemoryStore:
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
 
+    async def apeek(self, key: str) -> tuple[Entry | None, float]:
+        return self.peek(key)
+
     async def aacquire(
-        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+        seen: float | None = None,
     ) -> Lease:
-        return self.acquire(key, tags, refresh, take_over)
+        return self.acquire(key, tags, refresh, take_over, seen)
 
     async def aset(self, key: str, entry: Entry, lease: Lease) -> bool:
         return self.set(key, entry, lease)

@@ -36,6 +36,7 @@ from ..shards import ShardBreakers, Shards
 from . import redis_scripts as lua
 from ._redis_commands import Commands
 from ._redis_faults import (
+    aconfig_policy,
     client_options,
     config_policy,
     connect,
@@ -45,7 +46,6 @@ from ._redis_faults import (
     is_fault,
     is_transient,
     stall_risks,
-    tag_policy_risk,
 )
 from ._redis_spread import Spread
 from .envelope import decode
@@ -137,7 +137,7 @@ class RedisStore(Commands, Spread):
         self._release = register(lua.RELEASE)
         self._delete = register(lua.DELETE)
         self._tag = register(lua.TAG)
-        self._index, self._reap = register(lua.INDEX), register(lua.REAP)
+        self._index, self._reap, self._peek = register(lua.INDEX), register(lua.REAP), register(lua.PEEK)
         self._delete_spread = register(lua.DELETE_SPREAD)
         timeout = (client_options(client) or {}).get("socket_timeout")
         self._block = _MAX_BLOCK if not timeout else min(_MAX_BLOCK, timeout / 2)
@@ -220,11 +220,6 @@ class RedisStore(Commands, Spread):
         kind = ("asyncio" if self.serves_async else "sync") + (" cluster" if self.cluster else "")
         return f"RedisStore({kind}, prefix={self.prefix!r})"
 
-    def _warn_policy(self, reply: Any) -> None:
-        problem = tag_policy_risk(reply)
-        if problem is not None:
-            warn(f"{self!r}: {problem}")
-
     def _make_guard(self, name: str, breaker: CircuitBreaker | None) -> Guard:
         return Guard(name=name, breaker=breaker, retry=self.retry, is_fault=is_fault, is_transient=is_transient,
                      diagnose=diagnose, budget=self._budget)
@@ -277,8 +272,12 @@ class RedisStore(Commands, Spread):
             reply = self._send(script, keys, args, tags, px)
         return reply[0] if tags else reply
 
-    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False) -> Lease:
-        call = self._acquire_args(key, tags, self._mode(refresh, take_over))
+    def peek(self, key: str) -> tuple[Entry | None, float]:
+        return self._timed(key, self._run(self._peek, [key], []))
+
+    def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+                seen: float | None = None) -> Lease:
+        call = self._acquire_args(key, tags, self._mode(refresh, take_over), seen)
         lease = self._lease(key, self._run(**call), call["args"][0])
         if lease is None:  # the script saw a fresh header on bytes that do not decode
             call = self._acquire_args(key, tags, "r")
@@ -334,11 +333,7 @@ class RedisStore(Commands, Spread):
     ) -> Any:
         if tags and not self._policy_checked:
             self._policy_checked = True
-            try:
-                reply = await self.client.config_get("maxmemory-policy")
-            except Exception:
-                reply = None  # CONFIG refused (managed services, ACLs): nothing to check against
-            self._warn_policy(reply)
+            self._warn_policy(await aconfig_policy(self.client.config_get))
         if self.cluster and tags:
             return await self._afill(script, keys, args, tags, px)
         try:
@@ -349,10 +344,14 @@ class RedisStore(Commands, Spread):
             reply = await self._send(script, keys, args, tags, px)
         return reply[0] if tags else reply
 
+    async def apeek(self, key: str) -> tuple[Entry | None, float]:
+        return self._timed(key, await self._arun(self._peek, [key], []))
+
     async def aacquire(
-        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False
+        self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
+        seen: float | None = None,
     ) -> Lease:
-        call = self._acquire_args(key, tags, self._mode(refresh, take_over))
+        call = self._acquire_args(key, tags, self._mode(refresh, take_over), seen)
         lease = self._lease(key, await self._arun(**call), call["args"][0])
         if lease is None:
             call = self._acquire_args(key, tags, "r")

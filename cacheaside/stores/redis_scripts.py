@@ -46,7 +46,7 @@ from __future__ import annotations
 from .._encoding import escape
 from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
 
-__all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "INDEX", "REAP", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS",
+__all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "INDEX", "PEEK", "REAP", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS",
            "acquire_script", "book", "index_key", "lease_key", "tag_key", "wake_key"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
@@ -125,7 +125,8 @@ end
 #: KEYS: entry, its lease; ARGV: candidate holder (also this wait's id), tags (as in the
 #: envelope), mode: "" (a miss), with "r" (a refresh: take the lease even over a fresh entry)
 #: and/or "t" (take over from another process's holder: after waiting lease_timeout for it,
-#: or to refresh in the foreground).
+#: or to refresh in the foreground), and seen: "" or, for an early refresh, the packed
+#: ``stored_at`` of the entry it replaces (a fresh entry stored at another time is returned).
 #: LEASE_MS and RECORD_MS are the store's. Returns {entry} when a fresh entry is there (no
 #: lease is taken); {false, epoch, holder} when this call took the lease; {false, epoch,
 #: holder, ms left} when another holds it. A holder of another process registers the caller
@@ -136,13 +137,17 @@ ACQUIRE = (
 local key, lease = KEYS[1], KEYS[2]
 local refresh = string.find(ARGV[3], 'r', 1, true)
 local take = string.find(ARGV[3], 't', 1, true)
-if not refresh then
+local seen = ARGV[4]
+if not refresh or #seen > 0 then
   local v = redis.pcall('GET', key)
   if type(v) == 'string' and #v >= HEADER_SIZE and string.byte(v, 1) == MAGIC
       and string.byte(v, 2) == FORMAT_VERSION then
-    -- Fresh while more of its expiry is left than its stale window (the grace in its header).
+    -- Fresh while more of its expiry is left than its stale window (the grace in its header);
+    -- a refresh of the entry stored at seen (its stored_at's bytes) leaves one stored since alone.
     local grace = struct.unpack('<d', v, 23)
-    if redis.call('PTTL', key) > grace * 1000 then return {v} end
+    if redis.call('PTTL', key) > grace * 1000 and (not refresh or string.sub(v, 7, 14) ~= seen) then
+      return {v}
+    end
   end
 end
 local now = server_ms()
@@ -168,6 +173,14 @@ return {false, epoch, ARGV[1]}
 ).replace("HEADER_SIZE", str(HEADER_SIZE)).replace("FORMAT_VERSION", str(FORMAT_VERSION)).replace(
     "MAGIC", str(MAGIC)
 )
+
+#: KEYS: an entry. Returns {its bytes (false when none, or not a string), its PTTL}: the value
+#: and the server's time to its expiry, read together (early refresh judges on the server's clock).
+PEEK = """
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' then return {false, -2} end
+return {v, redis.call('PTTL', KEYS[1])}
+"""
 
 #: KEYS: entry, its lease; ARGV: epoch, holder, payload, px. Returns 1 if stored.
 SET = (

@@ -6,7 +6,8 @@ calls ``compute(1)`` once and prints the value and its call site's stats as JSON
 ``cluster``: the URL is a node of a Redis Cluster. ``invalidate``: instead of computing,
 print "ready" once its store is made, wait for a line on stdin, evict ``compute(1)`` (owed
 while its shard is down), print "owed", and stay alive until the eviction has been applied
-(the background replay) or 20 s have passed.
+(the background replay) or 20 s have passed. ``stale``: call ``refreshed(1)`` instead (the test
+stored a stale entry for it), and print once this process's background refresh has ended.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def compute(x: int) -> dict[str, Any]:
     return {"x": x, "pid": os.getpid()}
 
 
+@cache_aside(ttl=10, stale_while_revalidate=60, key="stale:{x}")
+def refreshed(x: int) -> str:
+    control.incr(f"{PREFIX}:calls")
+    time.sleep(0.3)
+    return "new"
+
+
 def main(url: str, prefix: str, *flags: str) -> None:
     global control, PREFIX
     PREFIX = prefix
@@ -54,6 +62,15 @@ def main(url: str, prefix: str, *flags: str) -> None:
     control.incr(f"{prefix}:ready")
     if control.blpop([f"{prefix}:gate"], 10) is None:
         raise SystemExit("the gate never opened")
+    if "stale" in flags:
+        from cacheaside import _refreshes
+
+        value: Any = refreshed(1)
+        deadline = time.monotonic() + 10
+        while _refreshes.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(json.dumps({"value": value, "stats": dataclasses.asdict(refreshed.stats())}))
+        return
     value = compute(1)
     print(json.dumps({"value": value, "stats": dataclasses.asdict(compute.stats())}))
 

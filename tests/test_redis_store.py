@@ -376,10 +376,10 @@ def test_async_waiter_gets_the_holders_value(redis_server: RedisServer) -> None:
 # -- across real processes ---------------------------------------------------------------
 
 
-def _workers(server: RedisServer, prefix: str, n: int, client: redis.Redis) -> list[dict[str, Any]]:
+def _workers(server: RedisServer, prefix: str, n: int, client: redis.Redis, *flags: str) -> list[dict[str, Any]]:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.redis_worker", server.url, prefix],
+            [sys.executable, "-m", "tests.redis_worker", server.url, prefix, *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
@@ -408,6 +408,25 @@ def test_four_processes_missing_one_key_run_the_function_once(
     values = [r["value"] for r in results]
     assert all(v == values[0] for v in values)
     assert sum(r["stats"]["misses"] for r in results) == 4 and sum(r["stats"]["errors"] for r in results) == 0
+
+
+def test_four_processes_serving_one_stale_entry_refresh_it_once(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    """Each process serves the stale value at once and claims its own background refresh; the lease
+    (and the entry each refresh means to replace) lets one of them compute."""
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    with redis_store(redis_server, prefix=prefix) as here:
+        key = f"{prefix}:stale:1"
+        lease = here.acquire(key)
+        assert here.set(key, Entry("old", time.time() - 20, 10.0, 60.0), lease)  # 10 s past its ttl of 10
+    results = _workers(redis_server, prefix, 4, client, "stale")
+    assert [r["value"] for r in results] == ["old"] * 4
+    assert int(client.get(f"{prefix}:calls") or 0) == 1  # counted in Redis, outside the processes
+    assert sum(r["stats"]["stale"] for r in results) == 4
+    with redis_store(redis_server, prefix=prefix) as here:
+        entry = here.get(key)
+        assert entry is not None and entry.value == "new"
 
 
 def test_a_value_stored_by_one_process_is_a_hit_in_another(redis_server: RedisServer, client: redis.Redis) -> None:

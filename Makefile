@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos lint clean
+.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos bench-stampede lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ test-redis-py: $(VENV)/.installed-dev
 	@echo "test-redis-py: redis-py $$($(BIN)/python -c 'import redis; print(redis.__version__)') with RESP2 clients"
 	CACHEASIDE_TEST_PROTOCOL=2 $(BIN)/python -m pytest -q -p no:cacheprovider
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-dev
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_memory.py
 
@@ -72,6 +76,9 @@ bench-consistency: $(VENV)/.installed-dev
 
 bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_consistency.py --chaos
+
+bench-stampede: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/bench_stampede.py --write $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/python -m ruff check cacheaside tests benchmarks

@@ -355,7 +355,10 @@ def main() -> None:
 
 
 def _write_section(body: str) -> None:
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
+    text = "# Benchmark results\n"
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as existing:
+            text = existing.read()
     start = text.find("## Stampede")
     if start >= 0:
         end = text.find("\n## ", start + 1)

@@ -186,27 +186,27 @@ def _read(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrappe
           instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A sync call whose lookup gave no plain hit: served stale or early (and refreshed in the
     background pool), or the read flow."""
-    tags = tags_of(site, instance, skip, args, kwargs)
     if verdict is STALE or verdict is EARLY:
         if _claimed(site, store, key, verdict):
+            tags = tags_of(site, instance, skip, args, kwargs)
             flow = refresh(site, store, key, tags, None, background=True, seen=entry.stored_at)
             _refreshes.submit(lambda: run(flow, site, store, key, lambda: wrapped(*args, **kwargs)), store, key)
         return entry.value
-    flow = read(site, store, key, entry, verdict, tags, None)
+    flow = read(site, store, key, entry, verdict, tags_of(site, instance, skip, args, kwargs), None)
     return run(flow, site, store, key, lambda: wrapped(*args, **kwargs)).unwrap()
 
 
 async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
                  instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """An async call whose lookup gave no plain hit: ``_read``, the refresh in a kept task."""
-    tags = tags_of(site, instance, skip, args, kwargs)
     loop = asyncio.get_running_loop()
     if verdict is STALE or verdict is EARLY:
         if _claimed(site, store, key, verdict):
+            tags = tags_of(site, instance, skip, args, kwargs)
             flow = refresh(site, store, key, tags, loop, background=True, seen=entry.stored_at)
             keep_task(loop.create_task(_abackground(flow, site, store, key, lambda: wrapped(*args, **kwargs))))
         return entry.value
-    flow = read(site, store, key, entry, verdict, tags, loop)
+    flow = read(site, store, key, entry, verdict, tags_of(site, instance, skip, args, kwargs), loop)
     return (await arun(flow, site, store, key, lambda: wrapped(*args, **kwargs))).unwrap()
 
 

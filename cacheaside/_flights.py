@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 from collections.abc import Hashable
 from typing import Any, Final
@@ -152,3 +153,13 @@ class _Flights:
 
 
 flights = _Flights()
+
+
+def _after_fork() -> None:
+    """A forked child has none of the parent's threads: their flights would never finish there."""
+    flights._lock = threading.Lock()
+    flights._flights = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

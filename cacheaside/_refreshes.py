@@ -1,50 +1,67 @@
 """Background refreshes (stale-while-revalidate, early refresh): at most one per key in a process.
 
 A stale or early hit asks ``claim(store, key)``: the first caller gets the refresh and starts it
-(``submit``: a small bounded pool of threads for sync functions; async functions use a task kept
-referenced by ``_calls.keep_task``); every other caller, until the refresh ends (``done``), is
+(``submit``: a small bounded pool of daemon threads for sync functions; async functions use a task
+kept referenced by ``_calls.keep_task``); every other caller, until the refresh ends (``done``), is
 served the current value and starts nothing: no thread, task or store round trip per stale hit.
 Across processes the store's lease decides which one refreshes.
+
+A claim older than ``CLAIM_SECONDS`` counts as abandoned (its refresh hangs, or its event loop was
+closed under it): the next stale hit starts another. The pool's threads are daemons, so that a
+refresh that hangs never holds the interpreter open at exit (``concurrent.futures`` joins its
+workers at exit); it grows to ``WORKERS`` threads as refreshes wait, so a few hung refreshes do not
+stop the others.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["MAX_PENDING", "WORKERS", "claim", "done", "running", "submit"]
+__all__ = ["CLAIM_SECONDS", "MAX_PENDING", "WORKERS", "claim", "done", "running", "submit"]
+
+logger = logging.getLogger("cacheaside")
 
 #: Threads refreshing sync functions' entries in the background, at most.
-WORKERS = 4
+WORKERS = 8
 #: Refreshes waiting for a thread, at most: past this a stale hit is served without starting one
 #: (the next stale hit of that key tries again).
 MAX_PENDING = 256
+#: After this long a refresh's claim is taken as abandoned, and a stale hit may start another.
+CLAIM_SECONDS = 60.0
 
 _lock = threading.Lock()
-_claimed: set[Hashable] = set()
-_pool: ThreadPoolExecutor | None = None
+_claimed: dict[Hashable, float] = {}
+_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_threads = 0
+_idle = 0
 _pending = 0
 
 
 def claim(store: Any, key: str) -> bool:
     """Whether this caller starts the refresh of ``key`` on ``store`` (none is running here)."""
     name = (id(store), key)
-    if name in _claimed:  # the common case while a refresh runs: no lock
+    since = _claimed.get(name)
+    if since is not None and time.monotonic() - since < CLAIM_SECONDS:  # a refresh runs: no lock
         return False
     with _lock:
-        if name in _claimed:
+        since = _claimed.get(name)
+        now = time.monotonic()
+        if since is not None and now - since < CLAIM_SECONDS:
             return False
-        _claimed.add(name)
+        _claimed[name] = now
         return True
 
 
 def done(store: Any, key: str) -> None:
     """The refresh of ``key`` ended (stored, failed or skipped): the next stale hit may start one."""
     with _lock:
-        _claimed.discard((id(store), key))
+        _claimed.pop((id(store), key), None)
 
 
 def running() -> int:
@@ -53,16 +70,16 @@ def running() -> int:
 
 
 def submit(job: Callable[[], Any], store: Any, key: str) -> None:
-    """Run ``job`` (a claimed refresh) on the pool; ``done`` when it ends, or at once if the pool is full."""
-    global _pool, _pending
+    """Run ``job`` (a claimed refresh) on the pool, then ``done``; at once ``done`` if the pool is full."""
+    global _pending, _threads
     with _lock:
         if _pending >= MAX_PENDING:
-            _claimed.discard((id(store), key))
+            _claimed.pop((id(store), key), None)
             return
-        if _pool is None:
-            _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cacheaside-refresh")
         _pending += 1
-        pool = _pool
+        start = _idle == 0 and _threads < WORKERS
+        if start:
+            _threads += 1
 
     def run() -> None:
         global _pending
@@ -73,15 +90,38 @@ def submit(job: Callable[[], Any], store: Any, key: str) -> None:
                 _pending -= 1
             done(store, key)
 
-    pool.submit(run)
+    _jobs.put(run)
+    if start:
+        try:
+            threading.Thread(target=_work, name="cacheaside-refresh", daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: the job is not run
+            with _lock:
+                _threads -= 1
+                _pending = 0
+            done(store, key)
+
+
+def _work() -> None:
+    global _idle
+    while True:
+        with _lock:
+            _idle += 1
+        job = _jobs.get()
+        with _lock:
+            _idle -= 1
+        try:
+            job()
+        except BaseException:  # a job reports its own failures; this keeps the worker alive
+            logger.debug("cacheaside: a background refresh raised", exc_info=True)
+        del job  # an idle worker keeps nothing of its last refresh (its function, store, arguments) alive
 
 
 def _after_fork() -> None:
     """A forked child has none of the parent's threads: a pool and claims of its own."""
-    global _lock, _pool, _pending
+    global _lock, _jobs, _threads, _idle, _pending
     _lock = threading.Lock()
-    _pool = None
-    _pending = 0
+    _jobs = queue.SimpleQueue()
+    _threads = _idle = _pending = 0
     _claimed.clear()
 
 

@@ -105,6 +105,15 @@ def check_prefix(prefix: object, owner: str) -> str:
     return prefix
 
 
+class ArgumentsChanged(Exception):
+    """A background refresh found its call's arguments changed since the call (the caller mutated
+    an argument after the call returned): its value would be stored under the old key, so it is not."""
+
+    def __init__(self) -> None:
+        super().__init__("the call's arguments changed after it returned (mutated by the caller); "
+                         "the refreshed value is not stored")
+
+
 class OtherShard(Exception):
     """A call's store work failed on a shard other than its key's (a tag set's, on Redis Cluster),
     which was told already: the call's own shard is not charged. ``exc``: the fault, or None when

@@ -182,15 +182,42 @@ def _claimed(site: CallSite, store: Any, key: str, verdict: str) -> bool:
     return _refreshes.claim(store, key)
 
 
+def _unchanged(site: CallSite, store: Any, key: str, instance: Any, skip: bool, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the call's arguments still make ``key`` (a background refresh runs after the call
+    returned, with the same argument objects, which the caller may have changed since)."""
+
+    def check() -> bool:
+        try:
+            return bool(site.keys.build(store.prefix, instance, skip, args, kwargs) == key)
+        except Exception:
+            return False
+
+    return check
+
+
+def _refresh_flow(site: CallSite, store: Any, key: str, entry: Any, loop: Any, instance: Any, skip: bool,
+                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow:
+    """The background refresh of a stale or early hit on ``entry``."""
+    return refresh(site, store, key, tags_of(site, instance, skip, args, kwargs), loop, background=True,
+                   seen=entry.stored_at, unchanged=_unchanged(site, store, key, instance, skip, args, kwargs))
+
+
 def _read(site: CallSite, store: Any, key: str, entry: Any, verdict: str, wrapped: Callable[..., Any],
           instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A sync call whose lookup gave no plain hit: served stale or early (and refreshed in the
     background pool), or the read flow."""
     if verdict is STALE or verdict is EARLY:
         if _claimed(site, store, key, verdict):
-            tags = tags_of(site, instance, skip, args, kwargs)
-            flow = refresh(site, store, key, tags, None, background=True, seen=entry.stored_at)
-            _refreshes.submit(lambda: run(flow, site, store, key, lambda: wrapped(*args, **kwargs)), store, key)
+            flow = _refresh_flow(site, store, key, entry, None, instance, skip, args, kwargs)
+
+            def job() -> None:
+                try:
+                    run(flow, site, store, key, lambda: wrapped(*args, **kwargs))
+                except Exception as exc:  # the refresh's own machinery (a tag that cannot be rendered)
+                    site.refresh_failed(exc)
+
+            _refreshes.submit(job, store, key)
         return entry.value
     flow = read(site, store, key, entry, verdict, tags_of(site, instance, skip, args, kwargs), None)
     return run(flow, site, store, key, lambda: wrapped(*args, **kwargs)).unwrap()
@@ -202,8 +229,7 @@ async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str,
     loop = asyncio.get_running_loop()
     if verdict is STALE or verdict is EARLY:
         if _claimed(site, store, key, verdict):
-            tags = tags_of(site, instance, skip, args, kwargs)
-            flow = refresh(site, store, key, tags, loop, background=True, seen=entry.stored_at)
+            flow = _refresh_flow(site, store, key, entry, loop, instance, skip, args, kwargs)
             keep_task(loop.create_task(_abackground(flow, site, store, key, lambda: wrapped(*args, **kwargs))))
         return entry.value
     flow = read(site, store, key, entry, verdict, tags_of(site, instance, skip, args, kwargs), loop)
@@ -213,6 +239,8 @@ async def _aread(site: CallSite, store: Any, key: str, entry: Any, verdict: str,
 async def _abackground(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], Awaitable[Any]]) -> None:
     try:
         await arun(flow, site, store, key, compute)
+    except Exception as exc:  # the refresh's own machinery (a tag that cannot be rendered)
+        site.refresh_failed(exc)
     finally:
         _refreshes.done(store, key)
 

@@ -27,7 +27,7 @@ from ._flights import JOIN as JOINED
 from ._flights import LEAD as LEAD_ROLE
 from ._flights import REENTER, Flight, Outcome, flights
 from ._site import CallSite
-from ._types import CORRUPT, Entry, Lease
+from ._types import CORRUPT, ArgumentsChanged, Entry, Lease
 from .policy import EARLY, FALLBACK, HIT
 
 __all__ = ["CALL", "JOIN", "STORE", "Failure", "Flow", "Outcome", "read", "refresh"]
@@ -102,6 +102,7 @@ def _lead(
     fkey: Hashable,
     flight: Flight,
     loop: Any,
+    unchanged: Callable[[], bool] | None = None,
 ) -> Flow:
     """Compute as the flight's leader; whatever happens, finish the flight."""
     outcome = Outcome(abandoned=True)
@@ -124,7 +125,7 @@ def _lead(
             elif site.policy.decide(retry.entry, store.clock()) in (HIT, EARLY):
                 outcome = Outcome(retry.entry.value)
                 return outcome
-        outcome = yield from _compute(site, store, key, lease, tags, fallback, fkey)
+        outcome = yield from _compute(site, store, key, lease, tags, fallback, fkey, unchanged)
         return outcome
     finally:
         flights.finish(flight, outcome)
@@ -138,10 +139,14 @@ def _compute(
     tags: tuple[str, ...],
     fallback: Entry | None,
     fkey: Hashable | None = None,
+    unchanged: Callable[[], bool] | None = None,
 ) -> Flow:
     """Run the function (as the leader of flight ``fkey``, if any) and store its result under
-    ``lease`` (None or not owned: don't store)."""
+    ``lease`` (None or not owned: don't store). ``unchanged``: whether the call's arguments still
+    make its key (a background refresh runs after its call returned: the caller may have mutated them)."""
     outcome: Outcome = yield (CALL, fkey)
+    if unchanged is not None and outcome.exc is None and not unchanged():
+        outcome = Outcome(exc=ArgumentsChanged(), abandoned=True)  # a caller that joined computes for itself
     owned = lease is not None and lease.owner
     if outcome.exc is not None:
         if owned:
@@ -179,15 +184,20 @@ def _release(site: CallSite, store: Any, key: str, lease: Lease | None) -> Gener
 
 
 def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, background: bool,
-            seen: float | None = None) -> Flow:
+            seen: float | None = None, unchanged: Callable[[], bool] | None = None) -> Flow:
     """Recompute and store.
 
-    In the foreground (``f.refresh()``) the caller asked for a stored value: take the lease over
-    from another process's holder if there is one (both store under the same epoch, if no
-    eviction came). In the background (a stale or early hit; ``seen`` is the ``stored_at`` of the
-    entry it replaces) skip when another entry was stored meanwhile, or when a computation of the
-    key runs already, here or (the lease says) in another process.
+    In the foreground (``f.refresh()``) the caller asked for its value to be stored: take the lease
+    with a new epoch, revoking every fill under way (here or in another process: they computed from
+    older data), so that only an eviction can refuse this one. In the background (a stale or early
+    hit; ``seen`` is the ``stored_at`` of the entry it replaces) skip when another entry was stored
+    meanwhile, or when a computation of the key runs already, here or (the lease says) in another
+    process. ``unchanged``: whether the call's arguments still make ``key`` (checked before and
+    after the computation).
     """
+    if unchanged is not None and not unchanged():
+        site.refresh_failed(ArgumentsChanged())
+        return Outcome()
     names = tags()
     if background:
         lease = yield (STORE, "acquire", (key, names, True, False, seen))
@@ -206,7 +216,7 @@ def refresh(site: CallSite, store: Any, key: str, tags: Tags, loop: Any, *, back
     flight, role = flights.lead_or_join(fkey, loop)
     if role is not LEAD_ROLE or flight is None:
         return Outcome()
-    outcome = yield from _lead(site, store, key, lease, names, None, fkey, flight, loop)
+    outcome = yield from _lead(site, store, key, lease, names, None, fkey, flight, loop, unchanged)
     if outcome.exc is not None and isinstance(outcome.exc, Exception):
         site.refresh_failed(outcome.exc)
         return Outcome()

@@ -7,6 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Any
@@ -226,3 +231,221 @@ def test_early_refresh_on_redis_judges_the_time_left_on_the_servers_clock(redis_
         _force(f, 1 - math.exp(-1))  # -ln(1 - U) = 1: early when under 45 s are left
         assert [f(1) for _ in range(20)] == [1] * 20
         assert runs == [] and refreshes.running() == 0
+
+
+# -- from a hostile trial: each of these failed on the first version of the refresh pool ----------
+
+
+def test_an_argument_mutated_after_the_call_never_poisons_the_refreshed_entry(
+    clock: FakeClock, store: Any, mode: str
+) -> None:
+    """The background refresh runs with the call's own argument objects: when the caller changed one
+    meanwhile, the value computed from it is not stored under the old key (counted, logged)."""
+    entered, gate = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def page(params: dict[str, int]) -> str:
+        runs.append(params["n"])
+        if len(runs) > 1:
+            entered.set()
+            assert gate.wait(5)
+        return f"page {params['n']}"
+
+    if mode == "sync":
+        f = cache_aside(ttl=10, stale_while_revalidate=60, store=store)(page)
+    else:
+        async def apage(params: dict[str, int]) -> str:
+            return page(params) if not runs else await asyncio.to_thread(page, params)
+
+        f = cache_aside(ttl=10, stale_while_revalidate=60, store=store)(apage)
+    params = {"n": 1}
+    assert resolve(f(params)) == "page 1"
+    clock.advance(15)
+    assert resolve(f(params)) == "page 1"  # stale: the refresh starts with this dict
+    params["n"] = 2  # the caller reuses its dict
+    gate.set()
+    assert _settled(lambda: refreshes.running() == 0, mode)
+    assert f.stats().refresh_errors == 1
+    assert resolve(f({"n": 1})) == "page 1"  # still the old value of page 1, never "page 2"
+    assert _settled(lambda: refreshes.running() == 0, mode)  # the refresh that stale hit started
+
+
+def test_f_refresh_during_a_fill_under_way_stores_its_own_value(store: Any, mode: str) -> None:
+    """f.refresh() while another call is computing from older data: the refresh's value is the one
+    stored (the fill under way is revoked), as the contract says: it stores and returns."""
+    data = {"v": "v1"}
+    entered, gate = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def read(x: int) -> str:
+        value = data["v"]
+        runs.append(value)
+        if len(runs) == 1:
+            entered.set()
+            assert gate.wait(5)
+        return value
+
+    if mode == "sync":
+        f = cache_aside(ttl=60, store=store)(read)
+        slow = threading.Thread(target=f, args=(1,))
+        slow.start()
+        assert entered.wait(3)
+        data["v"] = "v2"
+        assert f.refresh(1) == "v2"
+        gate.set()
+        slow.join(5)
+        assert f(1) == "v2"
+    else:
+        async def aread(x: int) -> str:
+            return await asyncio.to_thread(read, x)
+
+        f = cache_aside(ttl=60, store=store)(aread)
+
+        async def scenario() -> str:
+            slow = asyncio.ensure_future(f(1))
+            assert await asyncio.to_thread(entered.wait, 3)
+            data["v"] = "v2"
+            assert await f.refresh(1) == "v2"
+            gate.set()
+            await slow
+            return str(await f(1))
+
+        assert LOOP.run_until_complete(scenario()) == "v2"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_child_forked_while_a_refresh_runs_computes_its_own_misses(clock: FakeClock) -> None:
+    """The parent's flights and memory leases belong to threads the child does not have: the child
+    must not wait for them (it hung forever on a miss)."""
+    store = MemoryStore(clock=clock)
+    source = Source()
+    f = cache_aside(ttl=10, stale_while_revalidate=60, store=store)(source)
+    assert f(1) == 1
+    clock.advance(15)
+    assert f(1) == 1
+    assert source.entered.wait(3)  # the parent's refresh is computing, holding the lease
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a miss after the stale window, then report
+        try:
+            signal.alarm(5)
+            clock.advance(100)
+            source.gate.set()  # the child's own computations do not block
+            os.write(write, str(f(1)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    got = os.read(read, 100)
+    os.waitpid(pid, 0)
+    source.gate.set()
+    assert got == b"3"  # computed in the child (run 3: the parent's refresh was run 2)
+
+
+def test_a_hung_refresh_neither_blocks_other_refreshes_nor_the_interpreters_exit(tmp_path: Any) -> None:
+    script = tmp_path / "hung.py"
+    script.write_text(textwrap.dedent('''
+        import threading, time
+        from cacheaside import MemoryStore, cache_aside
+        from cacheaside import _refreshes
+
+        now = [1000.0]
+        store = MemoryStore(clock=lambda: now[0])
+        never = threading.Event()
+        runs = {"slow": 0, "other": 0}
+
+        @cache_aside(ttl=10, stale_while_revalidate=60, store=store)
+        def slow(x):
+            runs["slow"] += 1
+            if runs["slow"] > 4:
+                never.wait()  # hangs for good
+            return x
+
+        @cache_aside(ttl=10, stale_while_revalidate=60, store=store)
+        def other(x):
+            runs["other"] += 1
+            return runs["other"]
+
+        for x in range(4):
+            slow(x)
+        other(0)
+        now[0] += 15
+        for x in range(4):
+            slow(x)  # four refreshes that never end
+        other(0)
+        deadline = time.monotonic() + 3
+        while runs["other"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("other refreshed" if runs["other"] == 2 else "other starved", flush=True)
+    '''))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "other refreshed"
+    assert time.monotonic() - started < 10  # exited though four refresh threads hang
+
+
+def test_a_claim_whose_event_loop_was_closed_is_given_up(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop closed with the refresh task still pending never runs its ``finally``: the claim is
+    taken as abandoned after CLAIM_SECONDS, and a later stale hit refreshes."""
+    monkeypatch.setattr(refreshes, "CLAIM_SECONDS", 0.05)
+    store = MemoryStore(clock=clock)
+    runs: list[int] = []
+
+    @cache_aside(ttl=10, stale_while_revalidate=60, store=store)
+    async def get(x: int) -> int:
+        runs.append(x)
+        if len(runs) > 1:
+            await asyncio.sleep(0.01)  # a refresh that awaits: its loop closes under it
+        return len(runs)
+
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(get(1)) == 1
+    clock.advance(15)
+    assert loop.run_until_complete(get(1)) == 1  # the refresh task is made, never run
+    loop.close()
+    time.sleep(0.1)
+
+    async def later() -> int:
+        value = await get(1)
+        for _ in range(100):
+            if len(runs) == 3:
+                break
+            await asyncio.sleep(0.005)
+        return value
+
+    assert asyncio.run(later()) == 1 and len(runs) == 3  # a second refresh, once the first was given up
+
+
+def test_a_background_refresh_whose_tags_cannot_be_rendered_is_counted_and_logged(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refresh's own machinery failing (here: rendering a tag raises) is a failed refresh, counted
+    and logged, not a silent one (it was neither)."""
+    store = MemoryStore(clock=clock)
+
+    class User:
+        broken = False
+
+        @property
+        def id(self) -> int:
+            if self.broken:
+                raise RuntimeError("session closed")
+            return 7
+
+        def __cache_key__(self) -> str:
+            return "user"
+
+    @cache_aside(ttl=10, stale_while_revalidate=60, store=store, tags=["u:{u.id}"])
+    def get(u: User) -> str:
+        return "x"
+
+    user = User()
+    assert get(user) == "x"
+    clock.advance(15)
+    user.broken = True
+    with caplog.at_level(logging.WARNING, logger="cacheaside"):
+        assert get(user) == "x"  # served stale; its refresh cannot render the tag
+        assert _settled(lambda: refreshes.running() == 0, "sync")
+    assert get.stats().refresh_errors == 1 and get.stats().errors == 0
+    assert any("background refresh failed" in r.getMessage() for r in caplog.records)

@@ -77,7 +77,8 @@ class Store(StoreInfo, Protocol):
         ``entry`` is None, unless ``seen`` (the ``stored_at`` of the entry the caller means to
         replace) is given and a fresh entry stored at another time is there: it is returned.
         ``take_over``: the caller waited ``lease_timeout`` for another process's holder, and now
-        takes the lease from it (the holder can still store).
+        takes the lease from it (the holder can still store); with ``refresh`` too (``f.refresh()``),
+        every fill under way is revoked instead, so that the caller's value is the one stored.
         """
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:

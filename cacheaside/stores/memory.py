@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
@@ -22,6 +24,22 @@ __all__ = ["MemoryStore"]
 
 def _expiry(_key: str, entry: Entry, _now: float) -> float:
     return entry.stored_at + entry.ttl + entry.grace
+
+
+#: Every live store, for ``_after_fork``.
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """A forked child has none of the parent's threads: the leases they held would never be filled
+    or released there (a miss would wait for them), and a lock one of them held would stay held."""
+    for store in list(_stores):
+        store._lock = threading.Lock()
+        store._leases.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class MemoryStore:
@@ -75,6 +93,7 @@ class MemoryStore:
         # tag -> keys stored (or being filled) with it; rebuilt from the live ones when it outgrows them.
         self._tags: dict[str, set[str]] = {}
         self._memberships = 0
+        _stores.add(self)
 
     def __repr__(self) -> str:
         return f"MemoryStore(maxsize={self.maxsize}, entries={len(self._data)})"
@@ -112,7 +131,7 @@ class MemoryStore:
                 found = None
             if found is None:  # a fresh entry found meanwhile takes no lease
                 held = self._leases.get(key)
-                if held is None:
+                if held is None or (refresh and take_over):  # f.refresh(): revoke the fills under way
                     token = next(self._tokens)
                     self._leases[key] = (token, tuple(tags))
                     # Index the lease under its tags now: a tag eviction during the

@@ -124,9 +124,10 @@ end
 
 #: KEYS: entry, its lease; ARGV: candidate holder (also this wait's id), tags (as in the
 #: envelope), mode: "" (a miss), with "r" (a refresh: take the lease even over a fresh entry)
-#: and/or "t" (take over from another process's holder: after waiting lease_timeout for it,
-#: or to refresh in the foreground), and seen: "" or, for an early refresh, the packed
-#: ``stored_at`` of the entry it replaces (a fresh entry stored at another time is returned).
+#: and/or "t" (take over from another process's holder: after waiting lease_timeout for it; with
+#: "r", to refresh in the foreground: under a new epoch, which refuses the fills under way), and
+#: seen: "" or, for a background refresh, the packed ``stored_at`` of the entry it replaces (a
+#: fresh entry stored at another time is returned).
 #: LEASE_MS and RECORD_MS are the store's. Returns {entry} when a fresh entry is there (no
 #: lease is taken); {false, epoch, holder} when this call took the lease; {false, epoch,
 #: holder, ms left} when another holds it. A holder of another process registers the caller
@@ -153,6 +154,7 @@ end
 local now = server_ms()
 local rec = lease_of(lease, 'e', 'h', 't')
 local epoch = rec[1] or ARGV[1]
+if refresh and take then epoch = ARGV[1] end  -- f.refresh(): a new epoch, so fills under way are refused
 local deadline = tonumber(rec[3])
 if rec[2] and deadline and deadline > now and not take then
   local process = string.match(ARGV[1], '^(.*%.)')

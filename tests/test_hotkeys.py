@@ -449,3 +449,36 @@ def test_a_background_refresh_whose_tags_cannot_be_rendered_is_counted_and_logge
         assert _settled(lambda: refreshes.running() == 0, "sync")
     assert get.stats().refresh_errors == 1 and get.stats().errors == 0
     assert any("background refresh failed" in r.getMessage() for r in caplog.records)
+
+
+def test_stale_hits_while_the_interpreter_shuts_down_never_raise(tmp_path: Any) -> None:
+    """A worker thread still serving after the main thread returned, and an atexit hook: their stale
+    hits raised RuntimeError ('cannot schedule new futures after interpreter shutdown')."""
+    script = tmp_path / "shutdown.py"
+    script.write_text(textwrap.dedent('''
+        import atexit, threading, time
+        from cacheaside import MemoryStore, cache_aside
+
+        now = [1000.0]
+
+        @cache_aside(ttl=10, stale_while_revalidate=60, store=MemoryStore(clock=lambda: now[0]))
+        def config(x):
+            return x
+
+        def worker():
+            time.sleep(0.3)  # the main thread has returned by now
+            now[0] += 15
+            print("worker:", config(1), flush=True)
+
+        @atexit.register
+        def last():
+            now[0] += 15
+            print("atexit:", config(1), flush=True)
+
+        config(1)
+        threading.Thread(target=worker).start()
+    '''))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and "Error" not in done.stderr, done.stderr
+    assert "worker: 1" in done.stdout and "atexit: 1" in done.stdout

@@ -41,9 +41,13 @@ from .exceptions import CacheKeyError
 __all__ = ["KeyBuilder", "check_template", "digest", "encode_values", "escape", "render_tag", "template_fields"]
 
 def class_qualname(func: Any) -> str | None:
-    """The qualname of the class a function is defined in (its qualname's parent), or None."""
+    """The qualname of the class a function is defined in (its qualname's parent), or None.
+
+    A parent in angle brackets is a scope, not a class: ``<locals>``, and ``<listcomp>``,
+    ``<genexpr>``, ... for a function made in a comprehension (their own scope before Python 3.12).
+    """
     parts = getattr(func, "__qualname__", "").split(".")
-    if len(parts) > 1 and parts[-2] != "<locals>":
+    if len(parts) > 1 and not parts[-2].startswith("<"):
         return ".".join(parts[:-1])
     return None
 

@@ -1264,3 +1264,17 @@ def test_entry_stored_again_without_a_tag_is_not_evicted_by_it(any_store: Any) -
     invalidate_tags("t", store=any_store)
     assert untagged(1) == "untagged"
     assert calls == ["tagged", "untagged"]  # the last call was a hit
+
+
+def test_a_function_made_in_a_comprehension_is_no_method() -> None:
+    """Before Python 3.12 a comprehension has a scope of its own, so a lambda made in one has the
+    qualname ``...<listcomp>.<lambda>``: it was taken for a method of a class ``<listcomp>``, its
+    first parameter for ``self``, and a writer could not evict it by its arguments."""
+    store = MemoryStore()
+    readers = [cache_aside(ttl=60, store=store, key=f"r{i}:{{user_id}}", version=i)(lambda user_id: user_id)
+               for i in range(2)]
+    writer = invalidates(*readers)(lambda user_id: None)
+    assert [r(7) for r in readers] == [7, 7]
+    assert ":r0:7" in readers[0].key(7)
+    writer(7)
+    assert all(store.get(r.key(7)) is None for r in readers)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos bench-stampede lint clean
+.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos bench-stampede bench-all lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,9 @@ bench-consistency: $(VENV)/.installed-dev
 
 bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_consistency.py --chaos
+
+bench-all: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/bench_all.py $(ARGS)
 
 bench-stampede: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_stampede.py --write $(ARGS)

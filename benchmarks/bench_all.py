@@ -9,7 +9,7 @@ per-round ratios to the scenario's baseline (so machine noise hits both alike). 
 fewer calls and rounds and leaves the 1e6-entry case out (under a minute).
 
 The peers come from the ``bench`` extra (``pip install -e '.[bench]'``): cachetools, cachebox,
-dogpile.cache, Flask-Caching, cashews, aiocache; a missing one is left out and said so. The Redis
+dogpile.cache, Flask-Caching, theine, cashews, aiocache; a missing one is left out and said so. The Redis
 scenarios start their own redis-server on a free port. Charts go to ``benchmarks/charts/`` (one per
 scenario: each candidate's ratio to the baseline); the README shows the memory-hit one.
 """
@@ -139,8 +139,21 @@ def _peers(source: Callable[..., Any], missing: list[str]) -> dict[str, Callable
         app.app_context().push()
         return cache.memoize(600)(source)
 
+    def theine_peer() -> Any:
+        from datetime import timedelta
+
+        from theine import Memoize
+
+        memoized = Memoize(100_000, timedelta(seconds=600))(source)
+
+        @memoized.key
+        def _key(a: int, b: str = "x") -> str:  # theine asks for a key function
+            return f"{a}:{b}"
+
+        return memoized
+
     for name, make in (("cachebox.cached(TTLCache)", cachebox_peer), ("dogpile.cache memory", dogpile_peer),
-                       ("Flask-Caching SimpleCache", flask_peer)):
+                       ("Flask-Caching SimpleCache", flask_peer), ("theine Memoize", theine_peer)):
         made = _optional(make, name, missing)
         if made is not None:
             peers[name] = made
@@ -445,7 +458,7 @@ def _versions() -> str:
 
     parts = []
     for dist in ("cacheaside", "redis", "msgpack", "wrapt", "cachetools", "cachebox", "dogpile.cache",
-                 "Flask-Caching", "cashews", "aiocache", "matplotlib"):
+                 "Flask-Caching", "theine", "cashews", "aiocache", "matplotlib"):
         try:
             parts.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:

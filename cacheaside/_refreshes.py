@@ -39,7 +39,9 @@ _lock = threading.Lock()
 _claimed: dict[Hashable, float] = {}
 _jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 _threads = 0
+#: Workers waiting for a job, and jobs waiting for a worker (each job has one reserved as it is submitted).
 _idle = 0
+_waiting = 0
 _pending = 0
 
 
@@ -70,16 +72,24 @@ def running() -> int:
 
 
 def submit(job: Callable[[], Any], store: Any, key: str) -> None:
-    """Run ``job`` (a claimed refresh) on the pool, then ``done``; at once ``done`` if the pool is full."""
-    global _pending, _threads
+    """Run ``job`` (a claimed refresh) on the pool, then ``done``; at once ``done`` if the pool is full.
+
+    Each job is given a worker as it is submitted: an idle one, a new one (up to ``WORKERS``), or,
+    with every worker busy, the next to finish (``_waiting``)."""
+    global _pending, _threads, _idle, _waiting
     with _lock:
         if _pending >= MAX_PENDING:
             _claimed.pop((id(store), key), None)
             return
         _pending += 1
-        start = _idle == 0 and _threads < WORKERS
-        if start:
+        start = False
+        if _idle:
+            _idle -= 1
+        elif _threads < WORKERS:
             _threads += 1
+            start = True
+        else:
+            _waiting += 1
 
     def run() -> None:
         global _pending
@@ -90,38 +100,40 @@ def submit(job: Callable[[], Any], store: Any, key: str) -> None:
                 _pending -= 1
             done(store, key)
 
-    _jobs.put(run)
     if start:
         try:
             threading.Thread(target=_work, name="cacheaside-refresh", daemon=True).start()
         except RuntimeError:  # the interpreter is shutting down: the job is not run
             with _lock:
                 _threads -= 1
-                _pending = 0
+                _pending -= 1
             done(store, key)
+            return
+    _jobs.put(run)
 
 
 def _work() -> None:
-    global _idle
+    global _idle, _waiting
     while True:
-        with _lock:
-            _idle += 1
         job = _jobs.get()
-        with _lock:
-            _idle -= 1
         try:
             job()
         except BaseException:  # a job reports its own failures; this keeps the worker alive
             logger.debug("cacheaside: a background refresh raised", exc_info=True)
         del job  # an idle worker keeps nothing of its last refresh (its function, store, arguments) alive
+        with _lock:
+            if _waiting:
+                _waiting -= 1  # a job queued while every worker was busy: this one takes it
+            else:
+                _idle += 1
 
 
 def _after_fork() -> None:
     """A forked child has none of the parent's threads: a pool and claims of its own."""
-    global _lock, _jobs, _threads, _idle, _pending
+    global _lock, _jobs, _threads, _idle, _waiting, _pending
     _lock = threading.Lock()
     _jobs = queue.SimpleQueue()
-    _threads = _idle = _pending = 0
+    _threads = _idle = _waiting = _pending = 0
     _claimed.clear()
 
 

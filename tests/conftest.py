@@ -13,7 +13,7 @@ import pytest
 from cacheaside import MemoryStore, RedisStore
 from cacheaside._settings import settings
 
-from .helpers import LOOP
+from .helpers import LOOP, MODES
 from .redis_server import REDIS_SERVER, RedisCluster, RedisServer
 
 
@@ -43,6 +43,12 @@ BACKENDS = ["memory", "redis"]
 @pytest.fixture
 def backend() -> str:
     return "memory"
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Sync and async functions (for the modules that ask for it)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -84,12 +90,17 @@ def _isolated_defaults() -> Iterator[None]:
 REQUIRE_REDIS = os.environ.get("CACHEASIDE_REQUIRE_REDIS") == "1"
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def _need_redis_server(what: str) -> None:
+    """Skip (or, under CACHEASIDE_REQUIRE_REDIS=1, fail) when there is no redis-server binary."""
     if REDIS_SERVER is None:
         if REQUIRE_REDIS:
             pytest.fail("CACHEASIDE_REQUIRE_REDIS=1 but no redis-server binary is on PATH")
-        pytest.skip("redis-server is not installed: Redis tests need the binary (apt-get install redis-server)")
+        pytest.skip(f"redis-server is not installed: {what} need the binary (apt-get install redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    _need_redis_server("Redis tests")
     server = RedisServer()
     yield server
     server.stop()
@@ -98,10 +109,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A Redis Cluster of 3 primaries, each with a replica, shared by the cluster tests that break nothing."""
-    if REDIS_SERVER is None:
-        if REQUIRE_REDIS:
-            pytest.fail("CACHEASIDE_REQUIRE_REDIS=1 but no redis-server binary is on PATH")
-        pytest.skip("redis-server is not installed: Redis Cluster tests need the binary (apt-get install redis-server)")
+    _need_redis_server("Redis Cluster tests")
     cluster = RedisCluster(primaries=3, replicas=1)
     yield cluster
     cluster.stop()

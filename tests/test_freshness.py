@@ -13,17 +13,13 @@ import pytest
 from cacheaside import MemoryStore, cache_aside
 
 from .conftest import BACKENDS, FakeClock
-from .helpers import LOOP, MODES, resolve
+from .helpers import LOOP, resolve
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def decorate(mode: str, body: Any, **options: Any) -> Any:

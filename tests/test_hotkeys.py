@@ -24,17 +24,13 @@ from cacheaside import _refreshes as refreshes
 from cacheaside._types import Entry
 
 from .conftest import BACKENDS, FakeClock
-from .helpers import LOOP, MODES, resolve
+from .helpers import LOOP, resolve
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class Source:

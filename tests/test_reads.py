@@ -9,7 +9,7 @@ import pytest
 from cacheaside import MemoryStore, configure
 
 from .conftest import BACKENDS
-from .helpers import MODES, SHAPES, Made, resolve
+from .helpers import SHAPES, Made, resolve
 
 pytestmark = pytest.mark.parametrize("shape", SHAPES)
 
@@ -23,10 +23,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 def value_of(x, y):  # type: ignore[no-untyped-def]
     return {"x": x, "y": y}
 
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_a_hit_does_not_call_the_function(shape: str, mode: str, store: MemoryStore) -> None:

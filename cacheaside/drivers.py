@@ -52,7 +52,7 @@ def _report(guard: Guard | None, touched: bool, fault: BaseException | None, whe
 
 
 def run(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], Any]) -> Outcome:
-    """Carry out ``flow`` (a call on ``key``) with blocking calls and threads."""
+    """Carry out ``flow`` (a call on ``key``) with blocking calls."""
     guard = guard_of(store, key)
     fault: BaseException | None = None
     touched = wrote = False

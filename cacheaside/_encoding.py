@@ -19,8 +19,8 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["PLAIN", "Unsupported", "digest", "encode_values", "escape", "fast_pack", "instance_part",
-           "keyed_instance", "memo", "norm"]
+__all__ = ["PLAIN", "SIMPLE", "Unsupported", "by_values", "digest", "encode_values", "escape", "fast_pack",
+           "instance_part", "keyed_instance", "memo", "norm", "plain_digest"]
 
 _packb = msgpack.packb
 _ExtType = msgpack.ExtType
@@ -28,6 +28,10 @@ _blake2b = hashlib.blake2b
 
 # Exact types msgpack encodes canonically as they are (float is not here: -0.0 == 0.0).
 PLAIN = frozenset({int, str, bytes, bool, type(None)})
+# The plain types whose values are equal only to values of the same type (not bool: True == 1;
+# not bytes: comparing it with a str of equal hash warns under ``python -b``), so that a tuple of
+# them can key ``by_values``.
+SIMPLE = frozenset({int, str, type(None)})
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]*")
 
@@ -170,6 +174,26 @@ def encode_values(values: Sequence[Any]) -> bytes:
 memo: dict[bytes, str] = {}
 _MEMO_BYTES = 256
 _MEMO_SIZE = 4096
+
+
+#: Digests by the values themselves, for tuples of ``SIMPLE`` values with a short encoding: a hot
+#: key's digest without encoding its arguments again. Same bound as ``memo``.
+by_values: dict[tuple[Any, ...], str] = {}
+
+
+def plain_digest(values: tuple[Any, ...], simple: bool) -> str | None:
+    """The digest of ``values`` (of ``PLAIN`` types; ``simple``: ``SIMPLE`` ones, kept in ``by_values``),
+    or None where the fast packer refuses one (an int beyond 64 bits, a lone surrogate)."""
+    try:
+        data: bytes = fast_pack(values)
+    except (OverflowError, UnicodeEncodeError):
+        return None
+    text = digest(data)
+    if simple and len(data) <= _MEMO_BYTES:
+        if len(by_values) >= _MEMO_SIZE:
+            by_values.clear()
+        by_values[values] = text
+    return text
 
 
 def digest(data: bytes) -> str:

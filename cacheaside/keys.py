@@ -25,15 +25,16 @@ from typing import Any
 from ._arguments import ArgMap, Plans, identity
 from ._encoding import (
     PLAIN,
+    SIMPLE,
     Unsupported,
+    by_values,
     digest,
     encode_values,
     escape,
-    fast_pack,
     instance_part,
     keyed_instance,
-    memo,
     norm,
+    plain_digest,
 )
 from ._templates import FORMATTER, check_template, field_text, render_tag, template_fields, warn_on_ambiguous_fields
 from .exceptions import CacheKeyError
@@ -169,17 +170,19 @@ class KeyBuilder:
             values = self.plans.values(skip, args, kwargs)
         if instance is not None and skip and not self.ignore_instance and keyed_instance(instance):
             values = (*values, instance_part(instance))
-        # Plain arguments (the usual case) are packed and looked up here, without another frame.
+        # Plain arguments (the usual case) are looked up, or packed, here, without another frame.
+        simple = True
         for v in values:
-            if type(v) not in PLAIN:
-                return self._digest_key(prefix, values)
-        try:
-            data = fast_pack(values)
-        except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits, a lone surrogate
-            return self._digest_key(prefix, values)
-        text = memo.get(data)
+            t = type(v)
+            if t not in SIMPLE:
+                if t not in PLAIN:
+                    return self._digest_key(prefix, values)
+                simple = False
+        text = by_values.get(values) if simple else None
         if text is None:
-            text = digest(data)
+            text = plain_digest(values, simple)
+            if text is None:
+                return self._digest_key(prefix, values)
         head = self._heads.get(prefix)
         if head is None:
             head = self.head(prefix)
@@ -191,9 +194,7 @@ class KeyBuilder:
             data = encode_values(values)
         except Unsupported as exc:
             raise self._unsupported(exc, values) from None
-        text = memo.get(data)
-        if text is None:
-            text = digest(data)
+        text = digest(data)
         head = self._heads.get(prefix)
         if head is None:
             head = self.head(prefix)
@@ -381,11 +382,8 @@ class KeyBuilder:
             if self.first is not None:
                 named[self.first] = instance
             return self.render(prefix, named)
-        values = tuple(
-            mapping[p.name] if p.name in mapping else _default(p)
-            for p in self.params
-            if p.name not in self.ignore and p.name != self.first
-        )
+        values = tuple(mapping[p.name] if p.name in mapping else _default(p)
+                       for p in self.params if p.name not in self.ignore and p.name != self.first)
         if instance is not None and keyed_instance(instance):
             values = (*values, instance_part(instance))
         return self._digest_key(prefix, values)

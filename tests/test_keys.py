@@ -94,6 +94,21 @@ def test_different_values_of_every_supported_type_differ() -> None:
         assert simple.key(a) != simple.key(b), (a, b)
 
 
+def test_equal_values_of_other_types_keep_their_own_keys_once_one_is_memoized() -> None:
+    """Hot keys' digests are memoized by the argument values (ints, strs, None): 1, True and 1.0 are
+    equal dict keys, so a memoized 1 must not give True or 1.0 its key, nor "a" give b"a" its key."""
+    store = MemoryStore()
+
+    @cache_aside(ttl=60, store=store)
+    def show(x: Any) -> str:
+        return repr(x)
+
+    assert show(1) == "1" and show(1) == "1"  # the second call hits, through the memo
+    assert show(True) == "True" and show(1.0) == "1.0"
+    assert show("a") == "'a'" and show(b"a") == "b'a'"
+    assert len({show.key(1), show.key(True), show.key(1.0), show.key("a"), show.key(b"a")}) == 5
+
+
 def test_equal_values_of_one_type_share_a_key() -> None:
     utc = dt.datetime(2020, 1, 1, 12, tzinfo=dt.timezone.utc)
     plus2 = utc.astimezone(dt.timezone(dt.timedelta(hours=2)))

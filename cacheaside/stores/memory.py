@@ -126,7 +126,7 @@ class MemoryStore:
     def acquire(self, key: str, tags: Collection[str] = (), refresh: bool = False, take_over: bool = False,
                 seen: float | None = None) -> Lease:
         with self._lock:
-            found = None if refresh and seen is None else self._data.get(key)
+            found = None if refresh and seen is None else self._held(key)
             if found is not None and (not fresh(found, self.clock()) or (refresh and found.stored_at == seen)):
                 found = None
             if found is None:  # a fresh entry found meanwhile takes no lease
@@ -153,7 +153,7 @@ class MemoryStore:
             del self._leases[key]
             if self.maxsize == 0:
                 return True  # stores nothing
-            old = self._data.get(key)
+            old = self._held(key) if self._tags else None  # no tag indexed: no old tags to unindex
             self._data[key] = entry
             if old is not None:
                 for tag in set(old.tags).difference(entry.tags):
@@ -161,7 +161,19 @@ class MemoryStore:
             self._index(key, entry.tags)
         return True
 
+    def _held(self, key: str) -> Entry | None:
+        """The live entry under ``key``, or None (for a key that is usually absent: the cheapest
+        lookup cachetools has for one, ``in``; ``get`` and ``[]`` cost more, and ``[]`` raises twice)."""
+        if key not in self._data:
+            return None
+        try:
+            return self._data[key]
+        except KeyError:  # it expired between the two
+            return None
+
     def _index(self, key: str, tags: Collection[str]) -> None:
+        if not tags:
+            return
         for tag in tags:
             self._tags.setdefault(tag, set()).add(key)
         self._memberships += len(tags)

@@ -11,7 +11,9 @@ fewer calls and rounds and leaves the 1e6-entry case out (under a minute).
 The peers come from the ``bench`` extra (``pip install -e '.[bench]'``): cachetools, cachebox,
 dogpile.cache, Flask-Caching, theine, cashews, aiocache; a missing one is left out and said so. The Redis
 scenarios start their own redis-server on a free port. Charts go to ``benchmarks/charts/`` (one per
-scenario: each candidate's ratio to the baseline); the README shows the memory-hit one.
+scenario: each candidate's ratio to the baseline); the README shows the memory-hit one. Last, the
+consistency benchmark runs with the peers (``bench_consistency.py --peers``): stale reads per 10k reads
+and throughput, cacheaside against a plain cache-aside, dogpile.cache, cashews and aiocache.
 """
 
 from __future__ import annotations
@@ -403,6 +405,79 @@ def invalidation(url: str, number: int, rounds: int) -> tuple[Scenario, dict[str
              - sent.get("cmdstat_info", 0)})
 
 
+# -- consistency -------------------------------------------------------------------------------------
+
+#: What each consistency variant is, for the table.
+VARIANT_NAMES = {
+    "plain-sync": "plain redis-py get/compute/set, DEL after a write (sync)",
+    "cacheaside-sync": "cacheaside `@cache_aside` + `@invalidates` (sync)",
+    "dogpile-sync": "dogpile.cache `cache_on_arguments`, `.invalidate()` after a write (sync)",
+    "plain-async": "plain redis-py get/compute/set, DEL after a write (async)",
+    "cacheaside-async": "cacheaside `@cache_aside` + `@invalidates` (async)",
+    "cashews-async": "cashews `@cache`, `cache.delete()` after a write (async)",
+    "aiocache-async": "aiocache `@cached`, `cache.delete()` after a write (async)",
+}
+
+
+def consistency(quick: bool) -> list[str]:
+    """The consistency benchmark with the peers (``bench_consistency.py --peers``), as a table and a chart."""
+    import json
+    import subprocess
+    import tempfile
+
+    seconds, rounds = ("1", "1") if quick else ("4", "3")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "consistency.json")
+        subprocess.run([sys.executable, os.path.join(HERE, "bench_consistency.py"), "--peers", "--seconds", seconds,
+                        "--rounds", rounds, "--json", out], check=True, stdout=subprocess.DEVNULL)
+        with open(out) as f:
+            report = json.load(f)
+    variants = report["variants"]
+    lines = ["### Consistency under concurrency: stale reads and throughput", ""]
+    picture = stale_chart(variants)
+    if picture is not None:
+        lines += [f"![stale reads per 10k]({picture})", ""]
+    lines += [
+        f"`benchmarks/bench_consistency.py --peers`: {report['procs']} processes on one Redis and one SQLite file, "
+        f"{report['seconds']:g} s per variant and round, {report['rounds']} round(s); 90% reads, 10% writes of 20 "
+        "Zipf-skewed rows, 0-5 ms per computation. A read is stale if it started after a write to its row had "
+        "returned and it gave an older version. Throughput is the median per-round ratio to the plain variant "
+        "of the same kind (sync or async).", "",
+        "| variant | reads | stale reads | per 10k reads | throughput (ops/s) | ratio to plain |",
+        "|---|---|---|---|---|---|"]
+    for name, r in variants.items():
+        per10k = r["stale"] / max(1, r["reads"]) * 10_000
+        lines.append(f"| {VARIANT_NAMES.get(name, name)} | {r['reads']:,} | {r['stale']:,} | {per10k:.1f} | "
+                     f"{r['throughput']:,.0f} | {r['ratio']:.2f}x |")
+    return [*lines, ""]
+
+
+def stale_chart(variants: dict[str, Any]) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = list(variants)
+    per10k = [variants[n]["stale"] / max(1, variants[n]["reads"]) * 10_000 for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    colors = ["#d62728" if n.startswith("cacheaside") else "#9f9f9f" for n in names]
+    ax.barh(names[::-1], per10k[::-1], color=colors[::-1])
+    for i, (n, v) in enumerate(zip(names[::-1], per10k[::-1], strict=True)):
+        ax.text(v, i, f" {v:.1f}  ({variants[n]['ratio']:.2f}x plain's throughput)", va="center", fontsize=8)
+    ax.set_xlim(right=max(max(per10k), 1.0) * 1.6)
+    ax.set_xlabel("stale reads per 10,000 reads (4 processes, 10% writes); lower is better")
+    ax.set_title("Stale reads under concurrent writes, one Redis", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(CHARTS, exist_ok=True)
+    path = os.path.join(CHARTS, "consistency-stale-reads.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.relpath(path, HERE)
+
+
 # -- output ------------------------------------------------------------------------------------------
 
 
@@ -517,6 +592,8 @@ def main() -> None:
         scenarios.append(write_scenario)
     finally:
         server.stop()
+    consistency_lines = consistency(args.quick)
+    progress("consistency")
     lines = [
         "## Per-call costs, side by side with the peers",
         "",
@@ -535,9 +612,8 @@ def main() -> None:
               "| library | bytes per entry | ratio to cachetools |", "|---|---|---|"]
     lines += [f"| {name} | {per:.0f} | {ratio:.2f}x |" for name, per, ratio in per_entry]
     lines += ["", f"One write with `@invalidates`, after a warm-up, sent {write_cost['scripts']} `EVALSHA`, "
-              f"which ran {write_cost['inside']} commands on the server (INFO commandstats).", "",
-              "The consistency benchmark's headline (stale reads, throughput) is measured by "
-              "`make bench-consistency`; see the README's Performance section.", ""]
+              f"which ran {write_cost['inside']} commands on the server (INFO commandstats).", ""]
+    lines += consistency_lines
     body = "\n".join(lines)
     print(body)
     write_section("Per-call costs, side by side with the peers", body)

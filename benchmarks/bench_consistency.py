@@ -67,6 +67,9 @@ ROWS = 20
 READ_SHARE = 0.9
 VARIANTS = ["plain-sync", "cacheaside-sync", "plain-async", "cacheaside-async"]
 ABLATION = ["nolease-sync", "nolease-async"]
+#: --peers: the peers' own decorators on the same workload, each evicting its key after a write as its
+#: documentation says (the bench extra installs them).
+PEERS = ["dogpile-sync", "cashews-async", "aiocache-async"]
 #: Both variants' clients: the timeouts RedisStore.from_url uses, and no redis-py retries.
 CLIENT: dict[str, Any] = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 
@@ -264,6 +267,26 @@ def sync_worker(
             return version
 
         stats = None
+    elif variant == "dogpile-sync":
+        from dogpile.cache import make_region
+
+        kwargs = client.connection_pool.connection_kwargs
+        region = make_region().configure("dogpile.cache.redis", expiration_time=60, arguments={
+            "host": kwargs["host"], "port": kwargs["port"], "socket_timeout": CLIENT["socket_timeout"]})
+
+        @region.cache_on_arguments(namespace=prefix)
+        def read(row: int) -> list[Any]:
+            computed[0] += 1
+            value = select(db, row)
+            time.sleep(work(rng))
+            return value
+
+        def write(row: int) -> int:
+            version = bump(db, row)
+            read.invalidate(row)  # type: ignore[attr-defined]
+            return version
+
+        stats = None
     else:
         store = (NoLeaseStore if variant.startswith("nolease") else RedisStore)(client, prefix=prefix)
 
@@ -352,6 +375,46 @@ async def async_worker(
         async def write(row: int) -> int:
             version = bump(db, row)
             await client.delete(f"{prefix}:row:{row}")
+            return version
+
+        stats = None
+    elif variant == "cashews-async":
+        from cashews import Cache
+
+        cashews = Cache()
+        cashews.setup(url, socket_timeout=CLIENT["socket_timeout"])
+
+        @cashews(ttl=60, key=f"{prefix}:row:{{row}}")
+        async def read(row: int) -> list[Any]:
+            computed[0] += 1
+            value = select(db, row)
+            await asyncio.sleep(work(rng))
+            return value
+
+        async def write(row: int) -> int:
+            version = bump(db, row)
+            await cashews.delete(f"{prefix}:row:{row}")
+            return version
+
+        stats = None
+    elif variant == "aiocache-async":
+        from aiocache import Cache, cached
+
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        aiocache = Cache(Cache.REDIS, endpoint="127.0.0.1", port=port, namespace=prefix,
+                         timeout=CLIENT["socket_timeout"])
+
+        @cached(ttl=60, cache=Cache.REDIS, endpoint="127.0.0.1", port=port, namespace=prefix,
+                key_builder=lambda f, row: f"row:{row}")
+        async def read(row: int) -> list[Any]:
+            computed[0] += 1
+            value = select(db, row)
+            await asyncio.sleep(work(rng))
+            return value
+
+        async def write(row: int) -> int:
+            version = bump(db, row)
+            await aiocache.delete(f"row:{row}")
             return version
 
         stats = None
@@ -566,6 +629,9 @@ def main() -> None:
                         help=f"the share (0-1) of operations that are reads (default {READ_SHARE:g})")
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure client CPU per kind of operation (hit, computed, waited, write)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run dogpile.cache (sync), cashews and aiocache (async) on the same workload")
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH (bench_all.py)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--variant", "--prefix", "--db", "--out"):
@@ -592,6 +658,10 @@ def main() -> None:
         groups = [[v] for v in VARIANTS if v.startswith("cacheaside")]
     elif args.ablation:
         groups = [[*VARIANTS[:2], ABLATION[0]], [*VARIANTS[2:], ABLATION[1]]]
+    elif args.peers:
+        if CLUSTER:
+            parser.error("--peers runs on one server (the peers' Redis backends here are not cluster clients)")
+        groups = [[*VARIANTS[:2], PEERS[0]], [*VARIANTS[2:], *PEERS[1:]]]
     else:
         groups = [VARIANTS[:2], VARIANTS[2:]]
     rounds = 1 if args.chaos else args.rounds
@@ -655,6 +725,17 @@ def main() -> None:
         print(f"throughput cacheaside/plain ({mode}): {ratio_text(results, 'cacheaside', mode)}  (target >= 0.9x)")
         if args.ablation:
             print(f"  ablation: cacheaside without leases/plain ({mode}): {ratio_text(results, 'nolease', mode)}")
+    if args.json:
+        headline = {v: {"stale": r["stale"], "reads": r["reads"], "ops": r["ops"], "throughput": r["throughput"],
+                        "ratio": median_ratio(results, v), "surfaced": r["surfaced"]} for v, r in results.items()}
+        with open(args.json, "w") as f:
+            json.dump({"procs": args.procs, "seconds": args.seconds, "rounds": rounds, "variants": headline}, f)
+
+
+def median_ratio(results: dict[str, Any], variant: str) -> float:
+    """The median over rounds of ``variant``'s throughput over plain's, in its mode (sync or async)."""
+    plain = results[f"plain-{variant.rsplit('-', 1)[1]}"]["rounds"]
+    return statistics.median(a / b for a, b in zip(results[variant]["rounds"], plain, strict=True))
 
 
 def ratio_text(results: dict[str, Any], variant: str, mode: str) -> str:

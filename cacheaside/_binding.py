@@ -56,6 +56,19 @@ def _invalidate(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...]
     return None
 
 
+def _clear(site: CallSite) -> Any:
+    """Evict every entry of the function on its store: its own tag (``CallSite.clear_tag``)."""
+    store = site.resolve_store()
+
+    def failed(failure: flow.Failure) -> None:
+        site.store_failed(failure.exc)
+
+    if site.is_async:
+        return _done(aevict(store, [], [site.clear_tag], failed, where=site.name))
+    evict(store, [], [site.clear_tag], failed, where=site.name)
+    return None
+
+
 async def _done(eviction: Awaitable[bool]) -> None:
     await eviction
 
@@ -120,6 +133,11 @@ class BoundCached(wrapt.BoundFunctionWrapper[..., Any]):
         call_args = (instance, *rest) if instance is not None and getattr(call, "__self__", None) is None else rest
         return _refresh(site, instance, skip, rest, kwargs, lambda: call(*call_args, **kwargs))
 
+    def clear(self) -> Any:
+        site = site_of(self)
+        assert site is not None
+        return _clear(site)
+
     def stats(self) -> CacheStats:
         site = site_of(self)
         assert site is not None
@@ -161,6 +179,11 @@ class Cached(wrapt.FunctionWrapper[..., Any]):
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         call = self.__wrapped__
         return _refresh(self._self_site, None, False, args, kwargs, lambda: call(*args, **kwargs))
+
+    def clear(self) -> Any:
+        """Evict every entry of this function on its store, whatever the arguments (a coroutine for an
+        async function); owed, like any eviction, while the store is down."""
+        return _clear(self._self_site)
 
     def stats(self) -> CacheStats:
         return self._self_site.counters.snapshot()

@@ -21,7 +21,10 @@ from .policy import ReadPolicy
 from .stats import Counters
 from .stores.base import StoreInfo
 
-__all__ = ["CallSite", "check_store"]
+__all__ = ["CLEAR_MARK", "CallSite", "check_store"]
+
+#: The first character of a function's own tag (``CallSite.clear_tag``).
+CLEAR_MARK = "\x00"
 
 logger = logging.getLogger("cacheaside")
 
@@ -62,6 +65,10 @@ class CallSite:
         self.keys = keys
         self.policy = policy
         self.tags = tuple(tags)
+        #: The tag every entry of this function is stored with (``f.clear()`` evicts it): the namespace
+        #: after a NUL, which no tag template renders unless an argument value holds one.
+        self.clear_tag = CLEAR_MARK + keys.namespace
+        self.own_tags = (self.clear_tag,)
         #: The store given at decoration, or None for the configured default (resolved per call).
         self.store = store
         self.is_async = is_async
@@ -74,6 +81,10 @@ class CallSite:
 
     def __repr__(self) -> str:
         return f"CallSite({self.name})"
+
+    def fixed_tags(self) -> tuple[str, ...]:
+        """The tags of a call when the function has no tag templates: its own tag only."""
+        return self.own_tags
 
     def resolve_store(self) -> Any:
         """The store of this call: the one given at decoration, else the configured default."""

@@ -166,10 +166,11 @@ def _lookup_failed(site: CallSite, guard: Guard | None, exc: Exception) -> None:
 
 def tags_of(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The call's tags, rendered when a flow asks (made here, off the hit path: a closure in the
-    hit path itself would allocate a cell per captured name on every call, hits included)."""
+    hit path itself would allocate a cell per captured name on every call, hits included): the
+    function's own tag (``f.clear()``), then its templates'."""
     if not site.tags:
-        return tuple
-    return lambda: site.keys.tags(site.tags, instance, skip, args, kwargs)
+        return site.fixed_tags
+    return lambda: (site.clear_tag, *site.keys.tags(site.tags, instance, skip, args, kwargs))
 
 
 def _claimed(site: CallSite, store: Any, key: str, verdict: str) -> bool:

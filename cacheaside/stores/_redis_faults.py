@@ -183,8 +183,9 @@ def tag_policy_risk(reply: Any) -> str | None:
         if policy is not None and policy not in SAFE_FOR_TAGS:
             return (
                 f"the server's maxmemory-policy is {policy}: when memory is full Redis may evict a tag set while "
-                "entries it lists stay, and an eviction by that tag then misses them until their TTL. With tags, use "
-                "a volatile-* maxmemory-policy or noeviction (see the README, 'Redis in production')."
+                "entries it lists stay, and an eviction by that tag (or f.clear(), which evicts a function's own "
+                "tag) then misses them until their TTL. Use a volatile-* maxmemory-policy or noeviction (see the "
+                "README, 'Redis in production')."
             )
     return None
 

@@ -93,6 +93,7 @@ class MemoryStore:
         # tag -> keys stored (or being filled) with it; rebuilt from the live ones when it outgrows them.
         self._tags: dict[str, set[str]] = {}
         self._memberships = 0
+        self._recount = 0  # memberships past which the tag index is next checked for dead ones
         _stores.add(self)
 
     def __repr__(self) -> str:
@@ -177,8 +178,10 @@ class MemoryStore:
         for tag in tags:
             self._tags.setdefault(tag, set()).add(key)
         self._memberships += len(tags)
-        if self._memberships > 2 * (len(self._data) + len(self._leases)) + 1024:
-            self._rebuild_tags()
+        if self._memberships > self._recount:  # (len() expires the cache first: asked only now and then)
+            if self._memberships > 2 * (len(self._data) + len(self._leases)) + 1024:
+                self._rebuild_tags()
+            self._recount = self._memberships + max(1024, self._memberships // 2)
 
     def release(self, key: str, lease: Lease) -> None:
         with self._lock:

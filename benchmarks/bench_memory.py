@@ -57,6 +57,8 @@ def main() -> None:
         "cacheaside MemoryStore hit (keywords)": per_call(lambda: ca_kw(user_id=1, verbose=False), n),
     }
 
+    exporters = exporter_cost(lambda: ca(1), n)
+
     counter = itertools.count(10**6)
     miss_n = 20_000
     misses = {
@@ -77,6 +79,34 @@ def main() -> None:
     print(f"hit / cachetools hit:          {hit / hits['cachetools.cached(TTLCache, lock) hit']:6.2f}x")
     print(f"miss / cachetools miss:        "
           f"{misses['cacheaside MemoryStore miss'] / misses['cachetools.cached(TTLCache, lock) miss']:6.2f}x")
+    if exporters is not None:
+        print(f"hit with the Prometheus collector and OpenTelemetry instruments on / off: {exporters:6.2f}x "
+              "(median of 7 interleaved rounds)")
+
+
+def exporter_cost(hit: Callable[[], Any], n: int) -> float | None:
+    """The hit's cost with both metrics exporters on, over the same hit with none, per interleaved round."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from prometheus_client import CollectorRegistry
+
+        from cacheaside.metrics import instrument_opentelemetry, register_prometheus
+    except ImportError:
+        return None
+    ratios = []
+    for _ in range(7):
+        off = per_call(hit, n, rounds=1)
+        registry = CollectorRegistry()
+        collector = register_prometheus(registry)
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        otel = instrument_opentelemetry(provider.get_meter("bench"))
+        on = per_call(hit, n, rounds=1)
+        otel.close()
+        provider.shutdown()
+        registry.unregister(collector)
+        ratios.append(on / off)
+    return statistics.median(ratios)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def _invalidate(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...]
     def failed(failure: flow.Failure) -> None:
         site.store_failed(failure.exc)
 
+    site.counters.evictions += 1
     if site.is_async:
         return _done(aevict(store, [key], [], failed, where=site.name))
     evict(store, [key], [], failed, where=site.name)
@@ -63,6 +64,7 @@ def _clear(site: CallSite) -> Any:
     def failed(failure: flow.Failure) -> None:
         site.store_failed(failure.exc)
 
+    site.counters.clears += 1
     if site.is_async:
         return _done(aevict(store, [], [site.clear_tag], failed, where=site.name))
     evict(store, [], [site.clear_tag], failed, where=site.name)

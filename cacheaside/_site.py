@@ -11,7 +11,8 @@ outages are logged per store, by its ``Guard``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._settings import settings
@@ -21,7 +22,13 @@ from .policy import ReadPolicy
 from .stats import Counters
 from .stores.base import StoreInfo
 
-__all__ = ["CLEAR_MARK", "CallSite", "check_store"]
+__all__ = ["CLEAR_MARK", "LOAD_LISTENERS", "SITES", "CallSite", "check_store"]
+
+#: Every live call site, for the metrics exporters (``cacheaside.metrics``), which read their counters.
+SITES: weakref.WeakSet[CallSite] = weakref.WeakSet()
+#: Told of every computation (namespace, seconds, whether it raised): exporters that cannot read a
+#: histogram when asked (OpenTelemetry's are synchronous). Empty unless one is on; misses only.
+LOAD_LISTENERS: list[Callable[[str, float, bool], None]] = []
 
 #: The first character of a function's own tag (``CallSite.clear_tag``).
 CLEAR_MARK = "\x00"
@@ -78,6 +85,7 @@ class CallSite:
         self._checked: Any = store
         self._warned: set[str] = set()
         self._refresh_failing = False
+        SITES.add(self)
 
     def __repr__(self) -> str:
         return f"CallSite({self.name})"
@@ -93,6 +101,15 @@ class CallSite:
             check_store(store, self.is_async, self.name)
             self._checked = store
         return store
+
+    def loaded(self, seconds: float, failed: bool) -> None:
+        """A computation ran (on a miss or a refresh): counted, and told to the exporters that ask."""
+        self.counters.loaded(seconds, failed)
+        for listener in LOAD_LISTENERS:
+            try:
+                listener(self.keys.namespace, seconds, failed)
+            except Exception:  # an exporter's trouble is never the caller's
+                logger.exception("%s: a metrics exporter failed to record a computation", self.name)
 
     # -- reports: a counter always; a warning once; a log line per incident ------------
 

@@ -77,7 +77,7 @@ def run(flow: Flow, site: CallSite, store: Any, key: str, compute: Callable[[], 
                 try:
                     send = Outcome(compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
-                    send = Outcome(exc=exc)
+                    send = Outcome(exc=exc, elapsed=time.monotonic() - started)
                 finally:
                     if token is not None:
                         computed(token)
@@ -117,7 +117,7 @@ async def arun(flow: Flow, site: CallSite, store: Any, key: str, compute: Callab
                 try:
                     send = Outcome(await compute(), elapsed=time.monotonic() - started)
                 except BaseException as exc:  # handed back to the flow, re-raised by the caller
-                    send = Outcome(exc=exc)
+                    send = Outcome(exc=exc, elapsed=time.monotonic() - started)
                 finally:
                     if token is not None:
                         computed(token)
@@ -162,6 +162,7 @@ def _lookup_failed(site: CallSite, guard: Guard | None, exc: Exception) -> None:
         guard.failed(exc, site.name, writing=False)
     site.store_failed(exc)
     site.counters.misses += 1
+    site.counters.get_errors += 1
 
 
 def tags_of(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

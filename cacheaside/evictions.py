@@ -17,6 +17,7 @@ shard (its entries can be anywhere).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
@@ -29,11 +30,20 @@ from .flow import Failure
 from .guard import REPLAY_INTERVAL, Eviction, Guard
 from .shards import Shards
 
-__all__ = ["aevict", "evict", "owe"]
+__all__ = ["TAG_EVICTIONS", "aevict", "evict", "owe"]
 
 logger = logging.getLogger("cacheaside")
 
 OnFailure = Callable[[Failure], None]
+
+#: Tags each store was asked to evict (``f.clear()`` included), for ``cacheaside.metrics``.
+TAG_EVICTIONS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def _count(store: Any, tags: Collection[str]) -> None:
+    if tags:
+        with contextlib.suppress(TypeError):  # a store that cannot be weakly referenced or hashed: not counted
+            TAG_EVICTIONS[store] = TAG_EVICTIONS.get(store, 0) + len(tags)
 
 
 def evict(store: Any, keys: Collection[str], tags: Collection[str], on_failure: OnFailure,
@@ -45,6 +55,7 @@ def evict(store: Any, keys: Collection[str], tags: Collection[str], on_failure: 
     not ask twice). Returns whether the store took everything.
     """
     if guard is None:
+        _count(store, tags)
         return all([_evict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return _evict(store, guard, keys, tags, on_failure, verdict, where)
 
@@ -69,6 +80,7 @@ async def aevict(store: Any, keys: Collection[str], tags: Collection[str], on_fa
     if not store.nonblocking and not store.serves_async:
         return await asyncio.to_thread(evict, store, keys, tags, on_failure, verdict, where, guard)
     if guard is None:
+        _count(store, tags)
         return all([await _aevict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return await _aevict(store, guard, keys, tags, on_failure, verdict, where)
 

@@ -145,6 +145,7 @@ def _compute(
     ``lease`` (None or not owned: don't store). ``unchanged``: whether the call's arguments still
     make its key (a background refresh runs after its call returned: the caller may have mutated them)."""
     outcome: Outcome = yield (CALL, fkey)
+    site.loaded(outcome.elapsed, outcome.exc is not None)
     if unchanged is not None and outcome.exc is None and not unchanged():
         outcome = Outcome(exc=ArgumentsChanged(), abandoned=True)  # a caller that joined computes for itself
     owned = lease is not None and lease.owner
@@ -171,7 +172,9 @@ def _compute(
         return outcome
     entry = Entry(value, store.clock(), ttl, policy.grace, outcome.elapsed, tags)
     stored = yield (STORE, "set", (key, entry, lease))
-    if isinstance(stored, Failure):
+    if stored is True:
+        site.counters.fills += 1
+    elif isinstance(stored, Failure):
         site.store_failed(stored.exc)
         yield from _release(site, store, key, lease)
     return outcome

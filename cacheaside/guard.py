@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,12 @@ from typing import Any
 from .exceptions import warn
 from .resilience import CircuitBreaker, Retry
 
-__all__ = ["ADMIT", "BYPASS", "REPLAY", "Eviction", "Guard", "guard_of"]
+__all__ = ["ADMIT", "BYPASS", "GUARDS", "REPLAY", "Eviction", "Guard", "guard_of"]
 
 logger = logging.getLogger("cacheaside")
+
+#: Every live guard (one per store, one per shard of a cluster), for ``cacheaside.metrics``.
+GUARDS: weakref.WeakSet[Guard] = weakref.WeakSet()
 
 #: ``admit`` verdicts.
 ADMIT, BYPASS, REPLAY = 0, 1, 2
@@ -110,6 +114,7 @@ class Guard:
         self.clear = True
         #: Told when ``clear`` may have changed (``Shards``, for a guard of one shard of a cluster).
         self.on_change: Callable[[], None] | None = None
+        GUARDS.add(self)
 
     def of(self, key: str) -> Guard:
         """The guard of ``key``'s shard: this one (a store on one server has one guard)."""

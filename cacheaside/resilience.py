@@ -61,6 +61,8 @@ class CircuitBreaker:
         self._failures = 0
         self._probing = False
         self._last_error: str | None = None
+        #: How many times the breaker went into each state (read by ``cacheaside.metrics``).
+        self.transitions: dict[str, int] = {"open": 0, "half_open": 0, "closed": 0}
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state!r}, failure_threshold={self.failure_threshold})"
@@ -90,6 +92,8 @@ class CircuitBreaker:
                 return True
             if state == "half_open" and (not self._probing or self._clock() - self._since >= self.reset_timeout):
                 # A probe that never reported (its caller died) does not block probing for good.
+                if self._state == "open":
+                    self.transitions["half_open"] += 1
                 self._state, self._since, self._probing = "half_open", self._clock(), True
                 return True
             return False
@@ -103,6 +107,7 @@ class CircuitBreaker:
             self._probing = False
             if self._state != "closed":
                 self._state, self._since = "closed", self._clock()
+                self.transitions["closed"] += 1
                 return "closed"
             return None
 
@@ -113,6 +118,7 @@ class CircuitBreaker:
             self._failures += 1
             if self._state == "half_open" or (self._state == "closed" and self._failures >= self.failure_threshold):
                 self._state, self._since, self._probing = "open", self._clock(), False
+                self.transitions["open"] += 1
                 return "open"
             return None
 

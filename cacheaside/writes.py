@@ -89,6 +89,7 @@ class _Writer:
             entry = plan.setdefault(store, ([], [], []))
             entry[0].append(key)
             entry[2].append(site)
+            site.counters.evictions += 1
         extra: list[str] = []
         if self.keys_fn is not None:
             sites = [site for site, _ in self.targets]

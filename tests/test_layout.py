@@ -58,6 +58,7 @@ LAYERS = {
     "cacheaside.reads": 5,
     "cacheaside.writes": 5,
     "cacheaside.typing": 5,
+    "cacheaside.metrics": 5,
     "cacheaside.decorators": 5,
     # top
     "cacheaside.config": 6,

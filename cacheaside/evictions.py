@@ -30,7 +30,7 @@ from .flow import Failure
 from .guard import REPLAY_INTERVAL, Eviction, Guard
 from .shards import Shards
 
-__all__ = ["TAG_EVICTIONS", "aevict", "evict", "owe"]
+__all__ = ["EVICTION_LISTENERS", "TAG_EVICTIONS", "aevict", "evict", "owe"]
 
 logger = logging.getLogger("cacheaside")
 
@@ -40,7 +40,18 @@ OnFailure = Callable[[Failure], None]
 TAG_EVICTIONS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def _count(store: Any, tags: Collection[str]) -> None:
+#: Told of every eviction the application asks for (not replays of owed ones): the transaction
+#: integrations (``cacheaside.transactions``), which apply it again after a commit.
+EVICTION_LISTENERS: list[Callable[[Any, Collection[str], Collection[str]], None]] = []
+
+
+def _count(store: Any, keys: Collection[str], tags: Collection[str]) -> None:
+    """An eviction asked for: counted, and told to the listeners (whose trouble is never the caller's)."""
+    for listener in EVICTION_LISTENERS:
+        try:
+            listener(store, keys, tags)
+        except Exception:
+            logger.exception("%r: a transaction integration failed to note an eviction", store)
     if tags:
         with contextlib.suppress(TypeError):  # a store that cannot be weakly referenced or hashed: not counted
             TAG_EVICTIONS[store] = TAG_EVICTIONS.get(store, 0) + len(tags)
@@ -55,7 +66,7 @@ def evict(store: Any, keys: Collection[str], tags: Collection[str], on_failure: 
     not ask twice). Returns whether the store took everything.
     """
     if guard is None:
-        _count(store, tags)
+        _count(store, keys, tags)
         return all([_evict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return _evict(store, guard, keys, tags, on_failure, verdict, where)
 
@@ -80,7 +91,7 @@ async def aevict(store: Any, keys: Collection[str], tags: Collection[str], on_fa
     if not store.nonblocking and not store.serves_async:
         return await asyncio.to_thread(evict, store, keys, tags, on_failure, verdict, where, guard)
     if guard is None:
-        _count(store, tags)
+        _count(store, keys, tags)
         return all([await _aevict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return await _aevict(store, guard, keys, tags, on_failure, verdict, where)
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos bench-stampede bench-all lint clean
+.PHONY: cluster demo test test-lowest test-redis-py bench bench-redis bench-cluster bench-consistency bench-chaos bench-stampede bench-all lint docs docs-build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,8 +83,20 @@ bench-all: $(VENV)/.installed-bench
 bench-stampede: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_stampede.py --write $(ARGS)
 
+# The documentation site (mkdocs.yml): docs serves it on http://127.0.0.1:8000 with live reload,
+# docs-build builds it into site/ with every warning an error, as CI does.
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@ $(VENV)/.installed
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve $(ARGS)
+
+docs-build: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict $(ARGS)
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/python -m ruff check cacheaside tests benchmarks
+	$(BIN)/python -m ruff check cacheaside tests benchmarks examples
 	$(BIN)/python -m mypy --strict cacheaside
 
 clean:

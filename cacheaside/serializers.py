@@ -14,13 +14,23 @@ payload is read by one call of msgpack's C decoder, whose nesting msgpack bounds
 holding packed bytes would be read by a nested call of the C decoder, whose frame takes
 about 40 KB of C stack: a few hundred nested tuples once overflowed the reading
 thread's stack and crashed the process, and a thread with a small stack needs far fewer.
+
+Users' own classes, given as ``types=[...]`` (dataclasses, named tuples, pydantic v2 models),
+travel the same way: ``[mark, "module.QualName", {field: value}]``. A class is found by that
+name in the reader's own registry, never imported or unpickled; a name the reader was not
+given, or fields that do not fit its class, is a ``SerializationError``: a miss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
+import inspect
+import sys
 import uuid
 import zoneinfo
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +54,7 @@ class Serializer(Protocol):
 
 # Extension codes. Never reuse a code for another meaning: stored payloads outlive deploys.
 _TUPLE, _SET, _FROZENSET, _BIGINT, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID = range(1, 11)
+_OBJECT = 11  # [mark, "module.QualName", {field: value}]: an instance of a class given in types=
 
 _ExtType = msgpack.ExtType
 
@@ -53,6 +64,9 @@ _TUPLE_MARK, _SET_MARK, _FROZENSET_MARK = _MARKS[_TUPLE], _MARKS[_SET], _MARKS[_
 _DATETIME_MARK, _DATE_MARK, _TIME_MARK, _TIMEDELTA_MARK = (
     _MARKS[_DATETIME], _MARKS[_DATE], _MARKS[_TIME], _MARKS[_TIMEDELTA]
 )
+#: Read only by a serializer given types= (one given none refuses the code in ``_ext``).
+_OBJECT_MARK = _ExtType(_OBJECT, b"")
+_TYPED_MARKS = {**_MARKS, _OBJECT: _OBJECT_MARK}
 
 
 def _tz_out(tz: _dt.tzinfo | None, at: _dt.datetime | None) -> Any:
@@ -80,26 +94,146 @@ def _tz_in(spec: Any) -> _dt.tzinfo | None:
     return _dt.timezone(offset) if spec[4] is None else _dt.timezone(offset, spec[4])
 
 
+# -- users' own types (types=) ------------------------------------------------------
+
+_Fields = Callable[[Any], dict[str, Any]]
+_Build = Callable[[dict[str, Any]], Any]
+_ACCEPTED = "dataclasses, named tuples (typing.NamedTuple, collections.namedtuple) and pydantic v2 models"
+
+
+def _kind(cls: Any) -> str | None:
+    """``"dataclass"``, ``"namedtuple"``, ``"pydantic"`` (duck-typed: pydantic is optional), or None."""
+    if not isinstance(cls, type):
+        return None
+    if dataclasses.is_dataclass(cls):
+        return "dataclass"
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        return "namedtuple"
+    if hasattr(cls, "model_fields") and hasattr(cls, "model_validate"):
+        return "pydantic"
+    return None
+
+
+def _user_type(cls: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
+    """A class given in types=: its stable name, its fields of an instance, how to rebuild one from
+    them, the names of its fields, and whether more names are taken (pydantic's ``extra="allow"``).
+
+    Dataclasses: the fields with ``init=True``, rebuilt by ``cls(**fields)``; ``init=False`` fields
+    are not stored (``__post_init__`` or their default makes them again). Named tuples: every field,
+    ``cls(**fields)``. Pydantic models: see ``_model_type``.
+    """
+    kind = _kind(cls)
+    if kind is None:
+        raise TypeError(f"MsgpackSerializer: types= takes classes: {_ACCEPTED}; got {cls!r}")
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise ValueError(
+            f"MsgpackSerializer: types= got {name}, a class defined in a function: payloads name a class "
+            "by module and qualified name, which must be the same in every process; define it at module level"
+        )
+    if kind == "pydantic":
+        return _model_type(name, cls)
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init) if kind == "dataclass" else tuple(cls._fields)
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # no signature to check: the constructor is trusted
+        signature = None
+    try:
+        if signature is not None:
+            signature.bind(**dict.fromkeys(names))
+    except TypeError as exc:  # an InitVar, a constructor of its own
+        raise ValueError(
+            f"MsgpackSerializer: types= got {name}, which cannot be rebuilt from its fields as "
+            f"{cls.__qualname__}(**fields): {exc}"
+        ) from None
+
+    def fields_of(obj: Any) -> dict[str, Any]:
+        return {n: getattr(obj, n) for n in names}
+
+    return name, fields_of, lambda fields: cls(**fields), frozenset(names), False
+
+
+def _model_type(name: str, model: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
+    """A pydantic model: every field of ``model_fields`` (and the extras of an ``extra="allow"``
+    model) as the attribute holds it, rebuilt by ``model_validate`` by field name, not alias.
+
+    Validators run again on a hit: an entry the model (changed by a deploy) no longer accepts is a
+    miss, not a model holding what its fields say it cannot. Computed fields and private attributes
+    are not stored; ``model_fields_set`` comes back as every field.
+    """
+    names = tuple(model.model_fields)
+    config = getattr(model, "model_config", None) or {}
+    extra = config.get("extra") == "allow"
+    validate = model.model_validate
+    if "by_name" in inspect.signature(validate).parameters:  # pydantic >= 2.11
+        validate = functools.partial(validate, by_alias=False, by_name=True)
+    elif not config.get("populate_by_name") and any(
+        getattr(f, "alias", None) not in (None, n) or getattr(f, "validation_alias", None) not in (None, n)
+        for n, f in model.model_fields.items()
+    ):
+        raise ValueError(
+            f"MsgpackSerializer: types= got {name}, whose fields have aliases: reading them back by field "
+            "name needs pydantic>=2.11 or populate_by_name=True in its model_config"
+        )
+    root_model = getattr(sys.modules.get("pydantic"), "RootModel", None)
+    if root_model is not None and issubclass(model, root_model):
+        return name, lambda obj: {"root": obj.root}, lambda fields: validate(fields["root"]), frozenset(names), False
+
+    def fields_of(obj: Any) -> dict[str, Any]:
+        found = {n: getattr(obj, n) for n in names}
+        if extra and obj.model_extra:
+            found.update(obj.model_extra)
+        return found
+
+    return name, fields_of, validate, frozenset(names), extra
+
+
+def _classes(types: Any) -> list[Any]:
+    if isinstance(types, (type, str, bytes)):
+        raise TypeError(f"MsgpackSerializer: types= takes a list of classes ({_ACCEPTED}), got {types!r}: "
+                        "pass types=[...]")
+    try:
+        return list(types)
+    except TypeError:
+        raise TypeError(f"MsgpackSerializer: types= takes a list of classes ({_ACCEPTED}), got {types!r}") from None
+
+
 class MsgpackSerializer:
-    """msgpack with type fidelity for the types listed in the contract.
+    """msgpack with type fidelity for the types listed in the contract, and the classes given.
 
     Args:
+        types: dataclasses, named tuples and pydantic v2 models to round-trip too, their
+            instances stored as their fields by name and their class by ``module.QualName``
+            (the same in every process: a class defined in a function is refused). Only these
+            exact classes (not their subclasses). A payload naming a class the reader was not
+            given, or fields that do not fit it, reads as a miss (``SerializationError``).
         max_size: the largest payload, in bytes: ``dumps`` refuses a value that encodes
             to more, ``loads`` a payload over it (a bound on what a corrupted or hostile
             payload can make the decoder allocate).
     """
 
-    def __init__(self, *, max_size: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, *, types: Iterable[type[Any]] = (), max_size: int = 64 * 1024 * 1024) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"MsgpackSerializer: max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
+        self._encoders: dict[type[Any], tuple[str, _Fields]] = {}
+        self._decoders: dict[str, tuple[frozenset[str], bool, _Build]] = {}
+        for cls in _classes(types):
+            name, fields_of, build, names, extra = _user_type(cls)
+            if cls in self._encoders:
+                continue
+            if name in self._decoders:
+                raise ValueError(f"MsgpackSerializer: types= holds two classes named {name}; a payload could "
+                                 "not tell them apart")
+            self._encoders[cls] = (name, fields_of)
+            self._decoders[name] = (names, extra, build)
         self._packer_opts = {"use_bin_type": True, "strict_types": True, "default": self._default}
-        # Bound once: decoding is on every hit of a serializing store.
-        self._ext_hook = self._ext
-        self._list_hook = _rebuild
+        # Bound once: decoding is on every hit of a serializing store (without types=, no hook for them).
+        self._ext_hook = self._ext_typed if self._decoders else self._ext
+        self._list_hook = self._rebuild_typed if self._decoders else _rebuild
 
     def __repr__(self) -> str:
-        return "MsgpackSerializer()"
+        return f"MsgpackSerializer(types=[{', '.join(self._decoders)}])" if self._decoders else "MsgpackSerializer()"
 
     # -- encoding ----------------------------------------------------------------
 
@@ -126,10 +260,14 @@ class MsgpackSerializer:
             return msgpack.ExtType(_UUID, obj.bytes)
         if t is int:  # beyond msgpack's 64 bits: two's-complement bytes (any size; str() stops at 4,300 digits)
             return msgpack.ExtType(_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+        user = self._encoders.get(t)
+        if user is not None:
+            return [_OBJECT_MARK, user[0], user[1](obj)]
         raise SerializationError(
             f"cannot encode a {t.__module__}.{t.__qualname__}: MsgpackSerializer takes None, bool, int, "
             "float, str, bytes, list, tuple, dict, set, frozenset, datetime, date, time, timedelta, "
-            "Decimal and UUID (exact types, nested freely)"
+            "Decimal and UUID (exact types, nested freely), and the exact classes given in types=: "
+            "add a dataclass, named tuple or pydantic model with MsgpackSerializer(types=[...])"
         )
 
     def dumps(self, value: Any) -> bytes:
@@ -161,7 +299,39 @@ class MsgpackSerializer:
             return uuid.UUID(bytes=data)
         if code == _BIGINT:
             return int.from_bytes(data, "big", signed=True)
+        if code == _OBJECT:
+            raise SerializationError("the payload holds an instance of a class given in types=, and this "
+                                     "MsgpackSerializer was given none (or the payload is malformed)")
         raise SerializationError(f"unknown msgpack extension code {code}")
+
+    def _ext_typed(self, code: int, data: bytes) -> Any:
+        if not data:
+            mark = _TYPED_MARKS.get(code)
+            if mark is not None:
+                return mark
+        return self._ext(code, data)
+
+    def _rebuild_typed(self, items: list[Any]) -> Any:
+        """``_rebuild``, and an instance of a class given in types= (found by name in this registry only)."""
+        if not items or type(items[0]) is not _ExtType or items[0].code != _OBJECT:
+            return _rebuild(items)
+        if len(items) != 3 or type(items[1]) is not str or type(items[2]) is not dict:
+            raise SerializationError("malformed object in payload: not [mark, class name, {field: value}]")
+        _, name, fields = items
+        found = self._decoders.get(name)
+        if found is None:
+            raise SerializationError(f"the payload holds a {name[:200]!r}, a class this MsgpackSerializer was not "
+                                     "given in types=")
+        names, extra, build = found
+        keys = fields.keys()
+        if keys != names and not (extra and keys > names and all(type(k) is str for k in keys)):
+            raise SerializationError(f"the payload's fields for {name} are not its fields: "
+                                     f"{sorted(map(repr, keys))[:20]} for {sorted(names)}")
+        try:
+            return build(fields)
+        except Exception as exc:  # the constructor, or pydantic's validation, refused the fields
+            raise SerializationError(f"cannot rebuild a {name} from the payload: {type(exc).__name__}: "
+                                     f"{str(exc)[:300]}") from exc
 
     def loads(self, data: bytes) -> Any:
         """Decode ``data``; raise ``SerializationError`` for anything malformed."""

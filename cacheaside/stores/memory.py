@@ -14,7 +14,8 @@ from dataclasses import replace
 from cachetools import TLRUCache
 
 from .._settings import settings
-from .._types import Entry, Lease, check_prefix
+from .._types import CORRUPT, Entry, Lease, check_prefix
+from ..exceptions import SerializationError
 from ..guard import Guard
 from ..policy import fresh
 from ..serializers import Serializer
@@ -109,7 +110,14 @@ class MemoryStore:
             return len(self._data)
 
     def _copy(self, entry: Entry) -> Entry:
-        return entry if self.serializer is None else replace(entry, value=self.serializer.loads(entry.value))
+        """The entry as a hit gives it: itself, or (with a serializer) a copy, or ``CORRUPT`` when the
+        serializer cannot read its bytes back (a class it was not given: a miss, as on Redis)."""
+        if self.serializer is None:
+            return entry
+        try:
+            return replace(entry, value=self.serializer.loads(entry.value))
+        except SerializationError:
+            return CORRUPT
 
     # -- Store -------------------------------------------------------------------
 
@@ -130,6 +138,9 @@ class MemoryStore:
             found = None if refresh and seen is None else self._held(key)
             if found is not None and (not fresh(found, self.clock()) or (refresh and found.stored_at == seen)):
                 found = None
+            copy = None if found is None else self._copy(found)
+            if copy is CORRUPT:
+                found = None
             if found is None:  # a fresh entry found meanwhile takes no lease
                 held = self._leases.get(key)
                 if held is None or (refresh and take_over):  # f.refresh(): revoke the fills under way
@@ -141,7 +152,7 @@ class MemoryStore:
                 else:
                     token = held[0]
         if found is not None:
-            return Lease(None, True, self._copy(found))
+            return Lease(None, True, copy)
         return Lease(token)
 
     def set(self, key: str, entry: Entry, lease: Lease) -> bool:

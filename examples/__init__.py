@@ -1,0 +1,1 @@
+"""Worked examples, each run by a test (tests/test_examples.py)."""

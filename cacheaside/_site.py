@@ -22,10 +22,16 @@ from .policy import ReadPolicy
 from .stats import Counters
 from .stores.base import StoreInfo
 
-__all__ = ["CLEAR_MARK", "LOAD_LISTENERS", "SITES", "CallSite", "check_store"]
+__all__ = ["CLEAR_MARK", "LOAD_LISTENERS", "RETIRED", "SITES", "CallSite", "check_store"]
 
 #: Every live call site, for the metrics exporters (``cacheaside.metrics``), which read their counters.
 SITES: weakref.WeakSet[CallSite] = weakref.WeakSet()
+#: What call sites that were dropped counted, per namespace: exported counters never go down.
+RETIRED: dict[str, Counters] = {}
+
+
+def _retire(namespace: str, counters: Counters) -> None:
+    RETIRED.setdefault(namespace, Counters()).add(counters)
 #: Told of every computation (namespace, seconds, whether it raised): exporters that cannot read a
 #: histogram when asked (OpenTelemetry's are synchronous). Empty unless one is on; misses only.
 LOAD_LISTENERS: list[Callable[[str, float, bool], None]] = []
@@ -34,6 +40,15 @@ LOAD_LISTENERS: list[Callable[[str, float, bool], None]] = []
 CLEAR_MARK = "\x00"
 
 logger = logging.getLogger("cacheaside")
+
+
+def _key_kind(keys: KeyBuilder) -> str:
+    if keys.template is not None:
+        return "|" + keys.template
+    if keys.key_fn is not None:
+        fn = keys.key_fn
+        return f"|{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return ""
 
 
 def check_store(store: Any, is_async: bool, name: str) -> None:
@@ -72,9 +87,10 @@ class CallSite:
         self.keys = keys
         self.policy = policy
         self.tags = tuple(tags)
-        #: The tag every entry of this function is stored with (``f.clear()`` evicts it): the namespace
-        #: after a NUL, which no tag template renders unless an argument value holds one.
-        self.clear_tag = CLEAR_MARK + keys.namespace
+        #: The tag every entry of this function is stored with (``f.clear()`` evicts it): a NUL (which
+        #: ``invalidate_tags`` and writers refuse in a tag), the namespace, and the key template or key
+        #: callable (two functions of one name told apart by ``key=`` clear apart too).
+        self.clear_tag = CLEAR_MARK + keys.namespace + _key_kind(keys)
         self.own_tags = (self.clear_tag,)
         #: The store given at decoration, or None for the configured default (resolved per call).
         self.store = store
@@ -86,6 +102,7 @@ class CallSite:
         self._warned: set[str] = set()
         self._refresh_failing = False
         SITES.add(self)
+        weakref.finalize(self, _retire, keys.namespace, self.counters).atexit = False
 
     def __repr__(self) -> str:
         return f"CallSite({self.name})"

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._site import LOAD_LISTENERS, SITES
+from ._site import LOAD_LISTENERS, RETIRED, SITES
 from .evictions import TAG_EVICTIONS
 from .guard import GUARDS
 from .stats import LOAD_BUCKETS
@@ -80,8 +80,9 @@ def families() -> list[Family]:
     loads = Family("cache.loads", "counter", "Computations of decorated functions, by result")
     refresh = Family("cache.refresh.failures", "counter", "Background refreshes whose function raised")
     duration = Family("cache.load.duration", "histogram", "Seconds each computation took", "seconds")
-    for site in list(SITES):
-        c, cache = site.counters, {"cache": site.keys.namespace}
+    # Live call sites, and what dropped ones counted (so that no counter goes down when one is collected).
+    for namespace, c in [*((site.keys.namespace, site.counters) for site in list(SITES)), *list(RETIRED.items())]:
+        cache = {"cache": namespace}
         for result, n in (("hit", c.hits), ("miss", max(0, c.misses - c.get_errors)), ("stale", c.stale),
                           ("error", c.get_errors), ("bypassed", c.bypassed)):
             gets.add({**cache, "result": result}, n)
@@ -117,6 +118,14 @@ def families() -> list[Family]:
 # -- prometheus_client ------------------------------------------------------------------------------
 
 
+def _empty_families() -> list[Family]:
+    """Every metric, with no samples (what a collector describes)."""
+    everything = families()
+    for family in everything:
+        family.samples.clear()
+    return everything
+
+
 def _prometheus_name(family: Family) -> str:
     name = family.name.replace(".", "_")
     return f"{name}_{family.unit}" if family.unit else name
@@ -125,14 +134,18 @@ def _prometheus_name(family: Family) -> str:
 class PrometheusCollector:
     """A ``prometheus_client`` collector: ``registry.register(PrometheusCollector())``, or ``register_prometheus()``."""
 
-    def describe(self) -> list[Any]:
-        return []  # names are not checked against other collectors': this one's samples come and go
+    def describe(self) -> Iterator[Any]:
+        """The metrics with no samples: their names, which the registry checks against its others'."""
+        return self._families(with_samples=False)
 
     def collect(self) -> Iterator[Any]:
+        return self._families(with_samples=True)
+
+    def _families(self, with_samples: bool) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         bounds = [repr(float(b)) for b in LOAD_BUCKETS] + ["+Inf"]
-        for family in families():
+        for family in (families() if with_samples else _empty_families()):
             name = _prometheus_name(family)
             names = sorted({k for labels in family.samples for k, _ in labels}) or []
             metric: Any
@@ -158,15 +171,24 @@ class PrometheusCollector:
 
 def register_prometheus(registry: Any = None) -> PrometheusCollector:
     """Export the metrics on ``registry`` (default: ``prometheus_client.REGISTRY``); returns the collector
-    (``registry.unregister(collector)`` takes it off)."""
+    (``registry.unregister(collector)`` takes it off).
+
+    Raises:
+        ValueError: the metrics are on that registry already (the registry refuses their names twice).
+    """
     try:
         import prometheus_client
     except ImportError:
         raise ImportError(
             "register_prometheus() needs prometheus_client: pip install 'cacheaside[prometheus]'"
         ) from None
+    target = registry if registry is not None else prometheus_client.REGISTRY
     collector = PrometheusCollector()
-    (registry if registry is not None else prometheus_client.REGISTRY).register(collector)
+    try:
+        target.register(collector)
+    except ValueError as exc:
+        raise ValueError(f"register_prometheus(): cacheaside's metrics are on this registry already ({exc}); "
+                         "register them once, or registry.unregister() the collector first") from None
     return collector
 
 
@@ -215,14 +237,26 @@ class OpenTelemetryMetrics:
             LOAD_LISTENERS.remove(self._record)
 
 
+#: The instruments made on each meter (by id; the meter is held by the pair): a second call on one meter
+#: returns them instead of counting every computation twice.
+_INSTRUMENTED: dict[int, tuple[Any, OpenTelemetryMetrics]] = {}
+
+
 def instrument_opentelemetry(meter: Any = None) -> OpenTelemetryMetrics:
     """Export the metrics as OpenTelemetry instruments on ``meter`` (default: the global meter provider's
     ``cacheaside`` meter): observable counters and gauges read when the reader collects, and a
-    ``cache.load.duration`` histogram that records each computation from now on."""
+    ``cache.load.duration`` histogram that records each computation from now on. A second call on the
+    same meter returns the instruments of the first (until they are closed)."""
     try:
         from opentelemetry import metrics
     except ImportError:
         raise ImportError(
             "instrument_opentelemetry() needs opentelemetry-api: pip install 'cacheaside[opentelemetry]'"
         ) from None
-    return OpenTelemetryMetrics(meter if meter is not None else metrics.get_meter("cacheaside"))
+    target = meter if meter is not None else metrics.get_meter("cacheaside")
+    held = _INSTRUMENTED.get(id(target))
+    if held is not None and held[0] is target and not held[1].closed:
+        return held[1]
+    made = OpenTelemetryMetrics(target)
+    _INSTRUMENTED[id(target)] = (target, made)
+    return made

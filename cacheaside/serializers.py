@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import inspect
 import sys
 import uuid
@@ -118,9 +117,10 @@ def _user_type(cls: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
     """A class given in types=: its stable name, its fields of an instance, how to rebuild one from
     them, the names of its fields, and whether more names are taken (pydantic's ``extra="allow"``).
 
-    Dataclasses: the fields with ``init=True``, rebuilt by ``cls(**fields)``; ``init=False`` fields
-    are not stored (``__post_init__`` or their default makes them again). Named tuples: every field,
-    ``cls(**fields)``. Pydantic models: see ``_model_type``.
+    Dataclasses: every field, rebuilt by ``cls(**fields with init=True)``, then the ``init=False``
+    ones set as they were (``object.__setattr__``, frozen classes too): a hit is the instance that was
+    stored, not what ``__post_init__`` would make anew. Named tuples: every field, ``cls(**fields)``.
+    Pydantic models: see ``_model_type``.
     """
     kind = _kind(cls)
     if kind is None:
@@ -133,7 +133,9 @@ def _user_type(cls: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
         )
     if kind == "pydantic":
         return _model_type(name, cls)
-    names = tuple(f.name for f in dataclasses.fields(cls) if f.init) if kind == "dataclass" else tuple(cls._fields)
+    every = tuple(f.name for f in dataclasses.fields(cls)) if kind == "dataclass" else tuple(cls._fields)
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init) if kind == "dataclass" else every
+    later = tuple(n for n in every if n not in names)
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # no signature to check: the constructor is trusted
@@ -148,26 +150,33 @@ def _user_type(cls: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
         ) from None
 
     def fields_of(obj: Any) -> dict[str, Any]:
-        return {n: getattr(obj, n) for n in names}
+        return {n: getattr(obj, n) for n in every}
 
-    return name, fields_of, lambda fields: cls(**fields), frozenset(names), False
+    def build(fields: dict[str, Any]) -> Any:
+        obj = cls(**{n: fields[n] for n in names})
+        for n in later:
+            object.__setattr__(obj, n, fields[n])
+        return obj
+
+    return name, fields_of, build, frozenset(every), False
 
 
 def _model_type(name: str, model: Any) -> tuple[str, _Fields, _Build, frozenset[str], bool]:
     """A pydantic model: every field of ``model_fields`` (and the extras of an ``extra="allow"``
-    model) as the attribute holds it, rebuilt by ``model_validate`` by field name, not alias.
+    model) as the attribute holds it, rebuilt by ``model_construct`` by field name, not alias.
 
-    Validators run again on a hit: an entry the model (changed by a deploy) no longer accepts is a
-    miss, not a model holding what its fields say it cannot. Computed fields and private attributes
-    are not stored; ``model_fields_set`` comes back as every field.
+    Validators do not run again on a hit: they ran when the value was made, and running them on
+    what they produced can change it (a ``mode="before"`` validator that converts cents to dollars
+    would divide again on every hit) or refuse it (one that expects the raw input's shape). So a hit
+    is the instance that was stored; a model whose fields changed (a deploy) reads old entries as
+    misses by their field names; bump ``version=`` when a field keeps its name but changes meaning.
+    Computed fields and private attributes are not stored; ``model_fields_set`` comes back as every field.
     """
     names = tuple(model.model_fields)
     config = getattr(model, "model_config", None) or {}
     extra = config.get("extra") == "allow"
-    validate = model.model_validate
-    if "by_name" in inspect.signature(validate).parameters:  # pydantic >= 2.11
-        validate = functools.partial(validate, by_alias=False, by_name=True)
-    elif not config.get("populate_by_name") and any(
+    if "by_name" not in inspect.signature(model.model_validate).parameters and not config.get(
+            "populate_by_name") and any(  # pydantic < 2.11: fields by name need populate_by_name
         getattr(f, "alias", None) not in (None, n) or getattr(f, "validation_alias", None) not in (None, n)
         for n, f in model.model_fields.items()
     ):
@@ -175,9 +184,10 @@ def _model_type(name: str, model: Any) -> tuple[str, _Fields, _Build, frozenset[
             f"MsgpackSerializer: types= got {name}, whose fields have aliases: reading them back by field "
             "name needs pydantic>=2.11 or populate_by_name=True in its model_config"
         )
+    construct = model.model_construct
     root_model = getattr(sys.modules.get("pydantic"), "RootModel", None)
     if root_model is not None and issubclass(model, root_model):
-        return name, lambda obj: {"root": obj.root}, lambda fields: validate(fields["root"]), frozenset(names), False
+        return name, lambda obj: {"root": obj.root}, lambda fields: construct(fields["root"]), frozenset(names), False
 
     def fields_of(obj: Any) -> dict[str, Any]:
         found = {n: getattr(obj, n) for n in names}
@@ -185,7 +195,7 @@ def _model_type(name: str, model: Any) -> tuple[str, _Fields, _Build, frozenset[
             found.update(obj.model_extra)
         return found
 
-    return name, fields_of, validate, frozenset(names), extra
+    return name, fields_of, lambda fields: construct(**fields), frozenset(names), extra
 
 
 def _classes(types: Any) -> list[Any]:

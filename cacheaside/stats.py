@@ -54,6 +54,14 @@ class Counters:
         self.load_seconds = 0.0
         self.load_buckets = [0] * (len(LOAD_BUCKETS) + 1)  # per bucket (not cumulative), the last +Inf
 
+    def add(self, other: Counters) -> None:
+        """Add ``other``'s counts to these (a dropped call site's, kept for the metrics)."""
+        for name in self.__slots__:
+            if name == "load_buckets":
+                self.load_buckets = [a + b for a, b in zip(self.load_buckets, other.load_buckets, strict=True)]
+            else:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def loaded(self, seconds: float, failed: bool) -> None:
         """A computation of the function ran for ``seconds`` (and raised, if ``failed``)."""
         self.loads += 1

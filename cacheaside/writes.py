@@ -19,7 +19,7 @@ import wrapt
 from ._arguments import ArgMap
 from ._binding import site_of
 from ._settings import settings
-from ._site import CallSite, check_store
+from ._site import CLEAR_MARK, CallSite, check_store
 from .evictions import aevict, evict, owe
 from .exceptions import warn
 from .flow import Failure
@@ -105,7 +105,10 @@ class _Writer:
         tags: list[str] = []
         for template in self.tags:
             try:
-                tags.append(render_tag(template, mapping, self.name))
+                tag = render_tag(template, mapping, self.name)
+                if tag.startswith(CLEAR_MARK):  # a value forging a function's own tag (f.clear()'s)
+                    raise ValueError("a tag that starts with NUL")
+                tags.append(tag)
             except Exception as exc:
                 self._failed(exc, f"the tag {template!r}", [site for site, _ in self.targets])
         if tags or extra:
@@ -257,6 +260,9 @@ def _tag_store(tags: tuple[Any, ...], store: Any, is_async: bool) -> Any:
             raise TypeError(
                 f"{caller} takes each tag as a str argument ({caller[:-1]}'a', 'b')), got {type(tag).__name__}"
             )
+        if tag.startswith(CLEAR_MARK):
+            raise ValueError(f"{caller}: tags that start with NUL are reserved (each function's own tag, which "
+                             "f.clear() evicts); call f.clear() to evict every entry of a function")
     target = store if store is not None else settings.default_store()
     try:
         check_store(target, is_async, caller)

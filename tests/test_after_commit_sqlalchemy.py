@@ -220,23 +220,97 @@ def test_async_session_rollback_evicts_nothing_after(db: Any, tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("after_commit")
-def test_evictions_of_another_task_are_not_tied_to_this_tasks_transaction(db: Any, tmp_path: Path) -> None:
-    """A transaction belongs to the task (or thread) that opened it: another task's eviction is not
-    applied again at this one's commit (it was applied at once, where it was asked)."""
-    store = MemoryStore()
-    app = AsyncApp(tmp_path / "app.sqlite", store)
+def test_a_write_in_a_task_started_inside_the_transaction_is_applied_after_its_commit(db: Any, tmp_path: Path) -> None:
+    """``asyncio.wait_for`` and ``gather`` run the write in a task of their own: its context is a copy of
+    the one the transaction began in, so the eviction is the transaction's."""
+    app = AsyncApp(tmp_path / "app.sqlite", MemoryStore())
+
+    async def scenario() -> list[str]:
+        seen = [await app.name(1)]
+        async with AsyncSession(app.engine) as session, session.begin():
+            await asyncio.wait_for(app.rename(session, 1, "new"), 5)
+            seen.append(await asyncio.create_task(app.name(1)))  # another reader re-caches the old row
+        seen.append(await app.name(1))
+        await app.engine.dispose()
+        return seen
+
+    assert LOOP.run_until_complete(scenario()) == ["old", "old", "new"]
+
+
+@pytest.mark.usefixtures("after_commit")
+def test_an_unrelated_tasks_eviction_is_not_tied_to_this_tasks_transaction(db: Any, tmp_path: Path) -> None:
+    """A task started before the transaction began (another request) does not share it: its eviction
+    was applied at once, where it was asked, and is not applied again at this commit."""
+    app = AsyncApp(tmp_path / "app.sqlite", MemoryStore())
+    go, done = asyncio.Event(), asyncio.Event()
+
+    async def other_request() -> None:
+        await go.wait()
+        await app.name.invalidate(1)
+        done.set()
 
     async def scenario() -> tuple[int, int]:
+        other = asyncio.create_task(other_request())
         await app.name(1)
         async with AsyncSession(app.engine) as session:
             await session.execute(text("SELECT 1"))  # this task's transaction is open
-            await asyncio.create_task(app.name.invalidate(1))  # another task's eviction
+            go.set()
+            await done.wait()
             await app.name(1)  # re-cached
             reads = app.reads
             await session.commit()
         await app.name(1)
+        await other
         await app.engine.dispose()
         return reads, app.reads
 
     before, after = LOOP.run_until_complete(scenario())
     assert after == before  # a hit: nothing was applied again
+
+
+@pytest.mark.usefixtures("after_commit")
+def test_a_long_transaction_notes_each_key_once_and_its_commit_sends_one_eviction_per_store(db: Any) -> None:
+    store = MemoryStore()
+    app = App(db, store)
+    sent: list[int] = []
+    real = store.delete
+
+    def delete(keys: Any, tags: Any = ()) -> None:
+        sent.append(len(keys))
+        real(keys, tags)
+
+    store.delete = delete  # type: ignore[method-assign]
+    with Session(db) as session:
+        session.execute(text("SELECT 1"))
+        for i in range(300):
+            app.name.invalidate(i % 100)
+        sent.clear()
+        session.commit()
+    assert sent == [100]
+
+
+def test_two_integrations_on_and_one_removed_leaves_the_other_on(db: Any) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    makers = sessionmaker(db)
+    first, second = evict_after_commit(), evict_after_commit(makers)
+    first.remove()
+    try:
+        app = App(db, MemoryStore())
+        with makers() as session:
+            _race(app, session)
+            session.commit()
+        assert app.name(1) == "new"
+    finally:
+        second.remove()
+
+
+def test_an_async_sessionmaker_is_a_target_too(db: Any, tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    app = AsyncApp(tmp_path / "app.sqlite", MemoryStore())
+    handle = evict_after_commit(async_sessionmaker(app.engine))
+    try:
+        assert LOOP.run_until_complete(_async_race(app, commit=True)) == ["old", "old", "new"]
+    finally:
+        handle.remove()

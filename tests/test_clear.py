@@ -191,3 +191,42 @@ def test_clear_reaches_entries_on_every_shard(redis_cluster: RedisCluster) -> No
         assert len(runs) == 60 and f.stats().errors == 0
     finally:
         store.close()
+
+
+def test_two_functions_of_one_name_told_apart_by_key_clear_apart() -> None:
+    store = MemoryStore()
+
+    def make(tag: str) -> Any:
+        def f(x: int) -> tuple[str, int]:
+            return (tag, x)
+
+        return f
+
+    fa = cache_aside(ttl=60, store=store, key="a:{x}")(make("a"))
+    fb = cache_aside(ttl=60, store=store, key="b:{x}")(make("b"))
+    assert fa.key(1) != fb.key(1)
+    fa(1), fb(1)
+    fa.clear()
+    assert fb(1) == ("b", 1) and fb.stats().hits == 1  # fb's entry survived fa's clear
+    assert fa(1) == ("a", 1) and fa.stats().misses == 2  # fa's did not
+
+
+def test_no_tag_can_forge_a_functions_own_tag() -> None:
+    from cacheaside import invalidate_tags, invalidates
+
+    store = MemoryStore()
+
+    @cache_aside(ttl=60, store=store)
+    def victim(x: int) -> int:
+        return x
+
+    victim(1)
+    with pytest.raises(ValueError, match="reserved"):
+        invalidate_tags("\x00" + victim.key(1).split(":")[1], store=store)
+
+    @invalidates(tags=["{slug}"], store=store)
+    def write(slug: str) -> None:
+        pass
+
+    write("\x00" + victim.key(1).split(":")[1])  # the write runs; the forged tag is refused, logged, counted
+    assert victim(1) == 1 and victim.stats().hits == 1

@@ -160,3 +160,42 @@ def test_an_async_site_is_counted_alike(registry: CollectorRegistry) -> None:
     cache = g.key(1).split(":")[1]
     assert registry.get_sample_value("cache_gets_total", {"cache": cache, "result": "hit"}) == 3
     assert registry.get_sample_value("cache_puts_total", {"cache": cache}) == 1
+
+
+def test_registering_twice_is_refused_and_instrumenting_twice_counts_once(registry: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="already"):
+        register_prometheus(registry)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    meter = provider.get_meter("twice")
+    first = instrument_opentelemetry(meter)
+    try:
+        assert instrument_opentelemetry(meter) is first
+    finally:
+        first.close()
+        provider.shutdown()
+
+
+def test_a_counter_never_goes_down_when_a_function_is_dropped(registry: CollectorRegistry) -> None:
+    import gc
+
+    version = uuid.uuid4().hex[:8]
+
+    def make() -> Any:
+        @cache_aside(ttl=60, store=MemoryStore(), version=version)
+        def f(x: int) -> int:
+            return x
+
+        return f
+
+    with pytest.warns(Warning):  # the second of one namespace warns
+        first, second = make(), make()
+    cache = first.key(1).split(":")[1]
+    [first(1) for _ in range(5)], [second(1) for _ in range(3)]
+    hits = registry.get_sample_value("cache_gets_total", {"cache": cache, "result": "hit"})
+    assert hits == 6
+    del first
+    gc.collect()
+    assert registry.get_sample_value("cache_gets_total", {"cache": cache, "result": "hit"}) == 6
+    second(1)
+    assert registry.get_sample_value("cache_gets_total", {"cache": cache, "result": "hit"}) == 7

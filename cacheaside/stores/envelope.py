@@ -35,8 +35,9 @@ from ..serializers import Serializer
 __all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "decode", "encode", "tag_text"]
 
 MAGIC = 0xCA
-#: Bump when the layout changes: entries of another version read as misses.
-FORMAT_VERSION = 2
+#: Bump when the layout or what an entry carries changes: entries of another version read as misses.
+#: 3: every entry carries its function's own tag (f.clear() would miss entries of version 2).
+FORMAT_VERSION = 3
 _HEADER = struct.Struct("<BBIddddH")
 HEADER_SIZE = _HEADER.size  # 40
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._settings import settings
+from ._types import CLEAR_MARK
 from .exceptions import SerializationError, warn
 from .keys import KeyBuilder
 from .policy import ReadPolicy
@@ -35,9 +36,6 @@ def _retire(namespace: str, counters: Counters) -> None:
 #: Told of every computation (namespace, seconds, whether it raised): exporters that cannot read a
 #: histogram when asked (OpenTelemetry's are synchronous). Empty unless one is on; misses only.
 LOAD_LISTENERS: list[Callable[[str, float, bool], None]] = []
-
-#: The first character of a function's own tag (``CallSite.clear_tag``).
-CLEAR_MARK = "\x00"
 
 logger = logging.getLogger("cacheaside")
 

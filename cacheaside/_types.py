@@ -140,3 +140,8 @@ class PartialEviction(Exception):
         super().__init__(f"{len(failed)} node(s) failed, {len(unresolved)} tag set(s) unread")
         self.failed = failed
         self.unresolved = unresolved
+
+
+#: The first character of a function's own tag (every entry of it carries one; ``f.clear()`` evicts it):
+#: a NUL, which ``invalidate_tags`` and writers refuse in the tags they are given.
+CLEAR_MARK = "\x00"

@@ -14,7 +14,7 @@ from dataclasses import replace
 from cachetools import TLRUCache
 
 from .._settings import settings
-from .._types import CORRUPT, Entry, Lease, check_prefix
+from .._types import CLEAR_MARK, CORRUPT, Entry, Lease, check_prefix
 from ..exceptions import SerializationError
 from ..guard import Guard
 from ..policy import fresh
@@ -184,6 +184,9 @@ class MemoryStore:
             return None
 
     def _index(self, key: str, tags: Collection[str]) -> None:
+        """Index ``key`` under its tags, but a function's own (``CLEAR_MARK``): ``f.clear()`` is rare, and
+        finds its entries by a scan (``delete``), so that a fill pays no set membership for it."""
+        tags = [t for t in tags if not t.startswith(CLEAR_MARK)] if tags else ()
         if not tags:
             return
         for tag in tags:
@@ -207,6 +210,10 @@ class MemoryStore:
         with self._lock:
             doomed = set(keys)
             for tag in tags:
+                if tag.startswith(CLEAR_MARK):  # a function's own tag: not indexed, found by a scan
+                    doomed.update(k for k, e in self._data.items() if tag in e.tags)
+                    doomed.update(k for k, (_, held) in self._leases.items() if tag in held)
+                    continue
                 members = self._tags.pop(tag, None)
                 if not members:
                     continue
@@ -237,10 +244,12 @@ class MemoryStore:
         tags: dict[str, set[str]] = {}
         for key, entry in self._data.items():
             for tag in entry.tags:
-                tags.setdefault(tag, set()).add(key)
+                if not tag.startswith(CLEAR_MARK):
+                    tags.setdefault(tag, set()).add(key)
         for key, (_, lease_tags) in self._leases.items():
             for tag in lease_tags:
-                tags.setdefault(tag, set()).add(key)
+                if not tag.startswith(CLEAR_MARK):
+                    tags.setdefault(tag, set()).add(key)
         self._tags = tags
         self._memberships = sum(len(m) for m in tags.values())
 

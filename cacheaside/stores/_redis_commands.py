@@ -50,6 +50,7 @@ class Commands:
     _release: Any
     _delete: Any
     _tag: Any
+    _tagged: dict[int, Any]
     _peek: Any
 
     def _process(self) -> str:
@@ -57,28 +58,18 @@ class Commands:
         return f"{self._id}.{os.getpid()}."
 
     def _send(self, script: Any, keys: Sequence[str], args: Sequence[Any], tags: Collection[str], px: int) -> Any:
-        """Send ``script`` (a reply, or its awaitable): ``EVALSHA`` alone (redis-py's ``Script``, which
-        reloads a script the server lost) or, with ``tags`` (a fill's), a pipeline of it and one ``TAG``
-        per tag, whose reply is a list. One round trip either way.
-
-        Each ``TAG`` also indexes its tag set (and sweeps dead ones), so this is for one server; a
-        cluster sends the same commands one by one (``_redis_spread``). The tags are
-        recorded after the script and kept ``px`` ms from now. After an acquire, not before: a
-        tag eviction that runs in between has no lease to revoke, and it came before the
-        computation, which starts only once the whole pipeline has replied.
+        """Send ``script`` (a reply, or its awaitable) in one ``EVALSHA`` (redis-py's ``Script``, which
+        reloads a script the server lost): alone, or, with a fill's ``tags``, its variant that also
+        records them (``redis_scripts.with_tags``), kept ``px`` ms from now. One server only: a cluster
+        sends ``TAG`` to each tag set's node (``_redis_spread``). The tags are recorded after the
+        step, in the same script: a tag eviction cannot run in between, and the computation starts
+        only once the script has replied.
         """
         if not tags:
             return script(keys=keys, args=args)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
         index = lua.index_key(self.prefix)
-        for tag in tags:
-            pipe.evalsha(self._tag.sha, 2, lua.tag_key(self.prefix, tag), index, keys[0], px)
-        return pipe.execute()
-
-    def _sources(self, script: Any, tags: Collection[str]) -> tuple[str, ...]:
-        """What to load when the server lost its scripts (a restart, ``SCRIPT FLUSH``) under a pipeline."""
-        return (script.script, self._tag.script) if tags else (script.script,)
+        names = [*keys, index, *(lua.tag_key(self.prefix, tag) for tag in dict.fromkeys(tags))]
+        return self._tagged[id(script)](keys=names, args=[*args, px])
 
     def _warn_policy(self, reply: Any) -> None:
         problem = tag_policy_risk(reply)

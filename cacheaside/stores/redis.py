@@ -1,8 +1,8 @@
 """``RedisStore``: entries in Redis, shared by every process that uses the same server.
 
 A hit is one ``GET`` of the entry's envelope (``stores.envelope``). Misses, fills and
-evictions are Lua scripts (``stores.redis_scripts``), each one round trip (a fill's tags
-are recorded by one script per tag in the same pipeline): leases give stale-set protection
+evictions are Lua scripts (``stores.redis_scripts``), each one round trip (on one server a
+fill's tags are recorded by its own script): leases give stale-set protection
 and single-flight across processes, and a waiting process is handed the value through a
 list of its own (``BLPOP``) instead of polling.
 
@@ -134,6 +134,10 @@ class RedisStore(Commands, Spread):
         register = self.client.register_script
         self._acquire = register(lua.acquire_script(self._lease_ms, self._record_ms))
         self._set = register(lua.SET)
+        # The same with a fill's tags recorded in the one script (one server; ``_send``).
+        acquire = lua.acquire_script(self._lease_ms, self._record_ms)
+        self._tagged = {id(self._acquire): register(lua.with_tags(acquire)),
+                        id(self._set): register(lua.with_tags(lua.SET))}
         self._release = register(lua.RELEASE)
         self._delete = register(lua.DELETE)
         self._tag = register(lua.TAG)
@@ -264,13 +268,7 @@ class RedisStore(Commands, Spread):
             self._warn_policy(config_policy(self.client.config_get))
         if self.cluster and tags:
             return self._fill(script, keys, args, tags, px)
-        try:
-            reply = self._send(script, keys, args, tags, px)
-        except redis.exceptions.NoScriptError:
-            for source in self._sources(script, tags):
-                self.client.script_load(source)
-            reply = self._send(script, keys, args, tags, px)
-        return reply[0] if tags else reply
+        return self._send(script, keys, args, tags, px)  # (redis-py's Script reloads a script the server lost)
 
     def peek(self, key: str) -> tuple[Entry | None, float]:
         return self._timed(key, self._run(self._peek, [key], []))
@@ -336,13 +334,7 @@ class RedisStore(Commands, Spread):
             self._warn_policy(await aconfig_policy(self.client.config_get))
         if self.cluster and tags:
             return await self._afill(script, keys, args, tags, px)
-        try:
-            reply = await self._send(script, keys, args, tags, px)
-        except redis.exceptions.NoScriptError:
-            for source in self._sources(script, tags):
-                await self.client.script_load(source)
-            reply = await self._send(script, keys, args, tags, px)
-        return reply[0] if tags else reply
+        return await self._send(script, keys, args, tags, px)
 
     async def apeek(self, key: str) -> tuple[Entry | None, float]:
         return self._timed(key, await self._arun(self._peek, [key], []))

@@ -34,8 +34,9 @@ Freshness on the server: an entry is fresh while its remaining PTTL is over its 
 server's clock measured from when the server stored it.
 
 ``ACQUIRE``, ``SET`` and ``RELEASE`` are given an entry key and its lease key and touch
-only keys in their slot; ``TAG`` one tag set. A fill records its tags with one ``TAG`` per
-tag, in the same pipeline (one round trip) right after its ``ACQUIRE`` or ``SET``. The
+only keys in their slot; ``TAG`` one tag set. On one server a fill records its tags in the
+same script as its ``ACQUIRE`` or ``SET``, right after it (``with_tags``); a cluster sends one
+``TAG`` per tag to each tag set's node. The
 delete script is given entry keys and tag sets, and also touches the members of the tag
 sets, which it reads at run time. Each script repairs what is not of the type it expects
 under its keys (a junk value at a lease key never disables caching of that key).
@@ -47,13 +48,13 @@ from .._encoding import escape
 from .envelope import FORMAT_VERSION, HEADER_SIZE, MAGIC
 
 __all__ = ["ACQUIRE", "DELETE", "DELETE_SPREAD", "INDEX", "PEEK", "REAP", "RELEASE", "SET", "TAG", "TAG_MARGIN_MS",
-           "acquire_script", "book", "index_key", "lease_key", "tag_key", "wake_key"]
+           "acquire_script", "book", "index_key", "lease_key", "tag_key", "wake_key", "with_tags"]
 
 #: How long a wake list waits for its reader (a live waiter reads it within milliseconds).
 WAKE_MS = 2000
 
 #: How much longer a tag set keeps a member than the entry or lease it was recorded for
-#: (``TAG`` runs in the same pipeline as the script that sets that expiry, on the same server clock).
+#: (``TAG`` runs in the same script, or right after the one, that sets that expiry, on the same server clock).
 TAG_MARGIN_MS = 1000
 
 
@@ -354,3 +355,21 @@ return live_until(KEYS[1], server_ms())
 def acquire_script(lease_ms: int, record_ms: int) -> str:
     """``ACQUIRE`` with a store's lease and record times."""
     return ACQUIRE.replace("RECORD_MS", str(record_ms)).replace("LEASE_MS", str(lease_ms))
+
+
+def with_tags(script: str) -> str:
+    """``script`` (``ACQUIRE``'s or ``SET``'s source: two keys, four arguments), then ``TAG`` for each
+    tag set, in one script: a fill's step and its tags in one ``EVALSHA`` instead of a pipeline of
+    several. One server only (it touches keys of many slots; a cluster sends ``TAG`` to each set's
+    node). KEYS: entry, lease, the index of tag sets, then the tag sets; ARGV: the script's four,
+    then the ms the tags are kept. Replies what ``script`` replies. The bodies run as Lua functions
+    whose parameters are named ``KEYS`` and ``ARGV``, so each reads its own.
+    """
+    assert script.startswith(_COMMON_LUA) and TAG.startswith(_TAGS_LUA)
+    body, tag = script[len(_COMMON_LUA):], TAG[len(_TAGS_LUA):]
+    return (_TAGS_LUA + "local function step(KEYS, ARGV)\n" + body + "\nend\n"
+            + "local function tag(KEYS, ARGV)\n" + tag + "\nend\n" + """
+local reply = step({KEYS[1], KEYS[2]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+for i = 4, #KEYS do tag({KEYS[i], KEYS[3]}, {KEYS[1], ARGV[5]}) end
+return reply
+""")

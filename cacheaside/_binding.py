@@ -43,32 +43,29 @@ def _key(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwarg
     return site.keys.build(store.prefix, instance, skip, args, kwargs)
 
 
-def _invalidate(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    store = site.resolve_store()
-    key = site.keys.build(store.prefix, instance, skip, args, kwargs)
+def _evict(site: CallSite, store: Any, keys: list[str], tags: list[str]) -> Any:
+    """Evict ``keys`` and ``tags`` from ``store`` for ``site`` (a coroutine for an async site)."""
 
     def failed(failure: flow.Failure) -> None:
         site.store_failed(failure.exc)
 
-    site.counters.evictions += 1
     if site.is_async:
-        return _done(aevict(store, [key], [], failed, where=site.name))
-    evict(store, [key], [], failed, where=site.name)
+        return _done(aevict(store, keys, tags, failed, where=site.name))
+    evict(store, keys, tags, failed, where=site.name)
     return None
+
+
+def _invalidate(site: CallSite, instance: Any, skip: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    store = site.resolve_store()
+    key = site.keys.build(store.prefix, instance, skip, args, kwargs)
+    site.counters.evictions += 1
+    return _evict(site, store, [key], [])
 
 
 def _clear(site: CallSite) -> Any:
     """Evict every entry of the function on its store: its own tag (``CallSite.clear_tag``)."""
-    store = site.resolve_store()
-
-    def failed(failure: flow.Failure) -> None:
-        site.store_failed(failure.exc)
-
     site.counters.clears += 1
-    if site.is_async:
-        return _done(aevict(store, [], [site.clear_tag], failed, where=site.name))
-    evict(store, [], [site.clear_tag], failed, where=site.name)
-    return None
+    return _evict(site, site.resolve_store(), [], [site.clear_tag])
 
 
 async def _done(eviction: Awaitable[bool]) -> None:

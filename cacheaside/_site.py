@@ -29,15 +29,15 @@ __all__ = ["CLEAR_MARK", "LOAD_LISTENERS", "RETIRED", "SITES", "CallSite", "chec
 SITES: weakref.WeakSet[CallSite] = weakref.WeakSet()
 #: What call sites that were dropped counted, per namespace: exported counters never go down.
 RETIRED: dict[str, Counters] = {}
-
-
-def _retire(namespace: str, counters: Counters) -> None:
-    RETIRED.setdefault(namespace, Counters()).add(counters)
 #: Told of every computation (namespace, seconds, whether it raised): exporters that cannot read a
 #: histogram when asked (OpenTelemetry's are synchronous). Empty unless one is on; misses only.
 LOAD_LISTENERS: list[Callable[[str, float, bool], None]] = []
 
 logger = logging.getLogger("cacheaside")
+
+
+def _retire(namespace: str, counters: Counters) -> None:
+    RETIRED.setdefault(namespace, Counters()).add(counters)
 
 
 def _key_kind(keys: KeyBuilder) -> str:

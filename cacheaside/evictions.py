@@ -45,7 +45,7 @@ TAG_EVICTIONS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 EVICTION_LISTENERS: list[Callable[[Any, Collection[str], Collection[str]], None]] = []
 
 
-def _count(store: Any, keys: Collection[str], tags: Collection[str]) -> None:
+def _asked(store: Any, keys: Collection[str], tags: Collection[str]) -> None:
     """An eviction asked for: counted, and told to the listeners (whose trouble is never the caller's)."""
     for listener in EVICTION_LISTENERS:
         try:
@@ -66,7 +66,7 @@ def evict(store: Any, keys: Collection[str], tags: Collection[str], on_failure: 
     not ask twice). Returns whether the store took everything.
     """
     if guard is None:
-        _count(store, keys, tags)
+        _asked(store, keys, tags)
         return all([_evict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return _evict(store, guard, keys, tags, on_failure, verdict, where)
 
@@ -91,7 +91,7 @@ async def aevict(store: Any, keys: Collection[str], tags: Collection[str], on_fa
     if not store.nonblocking and not store.serves_async:
         return await asyncio.to_thread(evict, store, keys, tags, on_failure, verdict, where, guard)
     if guard is None:
-        _count(store, keys, tags)
+        _asked(store, keys, tags)
         return all([await _aevict(store, g, k, t, on_failure, None, where) for g, k, t in _parts(store, keys, tags)])
     return await _aevict(store, guard, keys, tags, on_failure, verdict, where)
 

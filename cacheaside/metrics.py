@@ -31,7 +31,6 @@ The metrics (Prometheus names; labels in brackets):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +42,6 @@ from .stats import LOAD_BUCKETS
 
 __all__ = ["Family", "OpenTelemetryMetrics", "PrometheusCollector", "families", "instrument_opentelemetry",
            "register_prometheus"]
-
-logger = logging.getLogger("cacheaside")
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -203,8 +200,6 @@ class OpenTelemetryMetrics:
 
         self._observation = Observation
         self.closed = False
-        self._made: dict[str, Family] = {}
-        self._read_at = -1
         for family in families():
             if family.kind == "histogram":
                 continue

@@ -27,6 +27,12 @@ def _expiry(_key: str, entry: Entry, _now: float) -> float:
     return entry.stored_at + entry.ttl + entry.grace
 
 
+def _indexed(tags: Collection[str]) -> list[str]:
+    """The tags the tag index holds: all but a function's own (``CLEAR_MARK``). ``f.clear()`` is rare
+    and finds its entries by a scan (``delete``), so that a fill pays no set membership for it."""
+    return [t for t in tags if not t.startswith(CLEAR_MARK)]
+
+
 #: Every live store, for ``_after_fork``.
 _stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
 
@@ -184,9 +190,7 @@ class MemoryStore:
             return None
 
     def _index(self, key: str, tags: Collection[str]) -> None:
-        """Index ``key`` under its tags, but a function's own (``CLEAR_MARK``): ``f.clear()`` is rare, and
-        finds its entries by a scan (``delete``), so that a fill pays no set membership for it."""
-        tags = [t for t in tags if not t.startswith(CLEAR_MARK)] if tags else ()
+        tags = _indexed(tags) if tags else ()
         if not tags:
             return
         for tag in tags:
@@ -243,13 +247,11 @@ class MemoryStore:
         self._data.expire()
         tags: dict[str, set[str]] = {}
         for key, entry in self._data.items():
-            for tag in entry.tags:
-                if not tag.startswith(CLEAR_MARK):
-                    tags.setdefault(tag, set()).add(key)
+            for tag in _indexed(entry.tags):
+                tags.setdefault(tag, set()).add(key)
         for key, (_, lease_tags) in self._leases.items():
-            for tag in lease_tags:
-                if not tag.startswith(CLEAR_MARK):
-                    tags.setdefault(tag, set()).add(key)
+            for tag in _indexed(lease_tags):
+                tags.setdefault(tag, set()).add(key)
         self._tags = tags
         self._memberships = sum(len(m) for m in tags.values())
 

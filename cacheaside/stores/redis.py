@@ -132,10 +132,9 @@ class RedisStore(Commands, Spread):
         self._lease_ms = max(1, int(self.lease_timeout * 1000))
         self._record_ms = max(_MIN_RECORD_MS, 10 * self._lease_ms)
         register = self.client.register_script
-        self._acquire = register(lua.acquire_script(self._lease_ms, self._record_ms))
-        self._set = register(lua.SET)
-        # The same with a fill's tags recorded in the one script (one server; ``_send``).
         acquire = lua.acquire_script(self._lease_ms, self._record_ms)
+        self._acquire, self._set = register(acquire), register(lua.SET)
+        # The same with a fill's tags recorded in the one script (one server; ``_send``).
         self._tagged = {id(self._acquire): register(lua.with_tags(acquire)),
                         id(self._set): register(lua.with_tags(lua.SET))}
         self._release = register(lua.RELEASE)
